@@ -1,0 +1,133 @@
+"""Config validation, the clip index and input helpers shared by all rules."""
+
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "../config/schema.yaml")
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
+
+from avsrobust import layout  # noqa: E402
+from avsrobust.errors import InputError  # noqa: E402
+from avsrobust.metadata import read_clips  # noqa: E402
+from avsrobust.negatives import NegativeSettings  # noqa: E402
+from avsrobust.offscreen_plan import plannable  # noqa: E402
+from avsrobust.synthetic import SyntheticConfig, synthetic_index  # noqa: E402
+
+SYNTHETIC = not config["avsbench_root"]
+DATA_ROOT = "results/synthetic_avsbench" if SYNTHETIC else config["avsbench_root"]
+AVSS = config["avss_metadata"] or str(Path(DATA_ROOT) / layout.AVSS_META)
+DATASETS = config["datasets"]
+SPLITS = config["splits"]
+NEGATIVES = config["negatives"]
+CONDITIONS = ["positive", *NEGATIVES]
+NEG_SETTINGS = NegativeSettings.from_config(config)
+DATA_DIR_TO_DATASET = {v: k for k, v in layout.DATA_DIRS.items()}
+
+
+def _load_clips():
+    """dataset -> split -> clips; from the synthetic recipe or the user's metadata."""
+    if SYNTHETIC:
+        index = synthetic_index(SyntheticConfig.from_mapping(config["synthetic"]))
+    else:
+        try:
+            index = {ds: read_clips(DATA_ROOT, ds, AVSS) for ds in DATASETS}
+        except InputError as exc:
+            raise WorkflowError(f"Bad AVSBench metadata: {exc}") from None
+    return {
+        ds: {sp: [c for c in index[ds] if c.split == sp] for sp in SPLITS}
+        for ds in DATASETS
+    }
+
+
+CLIPS = _load_clips()
+OFFSCREEN_CLIPS = {
+    ds: {
+        sp: plannable(CLIPS[ds][sp], config["offscreen"]["on_missing"]) for sp in SPLITS
+    }
+    for ds in DATASETS
+}
+
+
+wildcard_constraints:
+    dataset="s4|ms3",
+    split="train|val|test",
+    negtype="silence|noise|offscreen",
+    condition="positive|silence|noise|offscreen",
+    data="Single-source/s4_data|Multi-sources/ms3_data",
+    item=r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)?",
+
+
+def metadata_files(dataset):
+    """The metadata a dataset's clip list comes from (the synthetic rule makes them)."""
+    files = [str(Path(DATA_ROOT) / layout.META_FILES[dataset])]
+    if dataset == "ms3" and (SYNTHETIC or Path(AVSS).is_file()):
+        files.append(AVSS)
+    return files
+
+
+def clips_for(dataset, split, condition):
+    """Clips that have audio under ``condition`` (off-screen may skip some)."""
+    if condition == "offscreen":
+        return OFFSCREEN_CLIPS[dataset][split]
+    return CLIPS[dataset][split]
+
+
+def positive_input(dataset, split, item):
+    """A negative job depends on the positive clip whose format it copies.
+
+    Synthetic positives are not individual rule outputs, so the synthetic
+    metadata (written last by its rule) stands in for them.
+    """
+    if SYNTHETIC:
+        return metadata_files(dataset)[:1]
+    return [str(Path(DATA_ROOT) / layout.DATA_DIRS[dataset] / "audio_wav" / split / f"{item}.wav")]
+
+
+def negative_inputs(wildcards):
+    dataset = DATA_DIR_TO_DATASET[wildcards.data]
+    files = positive_input(dataset, wildcards.split, wildcards.item)
+    if wildcards.negtype == "offscreen":
+        files.append(f"results/robust/{dataset}/offscreen_plan.tsv")
+    return files
+
+
+def condition_wavs(dataset, split, condition):
+    """Every WAV of one (dataset, split, condition), in metadata order."""
+    return [
+        str(layout.condition_wav(DATA_ROOT, "results", clip, condition))
+        for clip in clips_for(dataset, split, condition)
+    ]
+
+
+def split_negatives(wildcards):
+    return [
+        wav
+        for negtype in NEGATIVES
+        for wav in condition_wavs(wildcards.dataset, wildcards.split, negtype)
+    ]
+
+
+def feature_inputs(wildcards):
+    if wildcards.condition == "positive" and SYNTHETIC:
+        return metadata_files(wildcards.dataset)
+    return condition_wavs(wildcards.dataset, wildcards.split, wildcards.condition)
+
+
+def all_targets():
+    targets = []
+    for ds in DATASETS:
+        for sp in SPLITS:
+            if NEGATIVES:
+                targets.append(f"results/robust/{ds}/{sp}.manifest.tsv")
+            targets += [f"results/features/{ds}/{sp}/{c}.npy" for c in CONDITIONS]
+    return targets

@@ -1,0 +1,22 @@
+rule audio_features:
+    """VGGish log-mel for every clip of one (dataset, split, condition), one torch import."""
+    input:
+        feature_inputs,
+    output:
+        npy="results/features/{dataset}/{split}/{condition}.npy",
+        index="results/features/{dataset}/{split}/{condition}.index.tsv",
+    params:
+        wavs=lambda w: condition_wavs(w.dataset, w.split, w.condition),
+        clips=lambda w: [
+            (c.video, c.category) for c in clips_for(w.dataset, w.split, w.condition)
+        ],
+        batch_size=config["features"]["batch_size"],
+        seconds=config["features"]["seconds"],
+    log:
+        "logs/features/{dataset}/{split}/{condition}.log",
+    benchmark:
+        "results/benchmarks/features/{dataset}/{split}/{condition}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/extract_features.py"

@@ -1,0 +1,187 @@
+"""Negative audio: format, levels, colours, determinism, order independence."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import tone
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from avsrobust.negatives import (
+    NegativeSettings,
+    coloured_gaussian,
+    generate_negative,
+    make_noise,
+    make_offscreen,
+    make_silence,
+    rms_dbfs,
+)
+from avsrobust.seeding import item_rng, item_seed
+from avsrobust.wav import AudioFormat, audio_format, read_wav, write_wav
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def spectral_slope(x: np.ndarray, rate: int = 16000) -> float:
+    """Slope of log power vs log frequency over 50 Hz - 5 kHz (white 0, pink -1, brown -2)."""
+    segments = x[: len(x) // 1024 * 1024].reshape(-1, 1024)
+    power = np.mean(np.abs(np.fft.rfft(segments * np.hanning(1024), axis=1)) ** 2, axis=0)
+    freqs = np.fft.rfftfreq(1024, 1 / rate)
+    band = (freqs > 50) & (freqs < 5000)
+    return float(np.polyfit(np.log(freqs[band]), np.log(power[band]), 1)[0])
+
+
+def test_item_seed_depends_on_every_key_part():
+    base = item_seed(0, "s4", "train", "vid", "noise")
+    variants = [
+        item_seed(1, "s4", "train", "vid", "noise"),
+        item_seed(0, "ms3", "train", "vid", "noise"),
+        item_seed(0, "s4", "test", "vid", "noise"),
+        item_seed(0, "s4", "train", "vie", "noise"),
+        item_seed(0, "s4", "train", "vid", "silence"),
+    ]
+    assert base == item_seed(0, "s4", "train", "vid", "noise")
+    assert len({base, *variants}) == 6
+    # key parts are separated: ("ab", "c") is not ("a", "bc")
+    assert item_seed(0, "ab", "c") != item_seed(0, "a", "bc")
+
+
+@pytest.mark.parametrize("colour, slope", [("white", 0.0), ("pink", -1.0), ("brown", -2.0)])
+def test_noise_colour_has_the_right_spectral_slope(colour, slope):
+    x = coloured_gaussian(16000 * 5, colour, np.random.default_rng(1))
+    assert abs(spectral_slope(x) - slope) < 0.2
+    assert abs(np.sqrt(np.mean(x**2)) - 1.0) < 1e-9
+
+
+@pytest.mark.parametrize("level", [-60.0, -30.0, -20.0])
+@pytest.mark.parametrize("colour", ["white", "pink", "brown"])
+def test_noise_level_is_the_configured_rms(level, colour):
+    fmt = AudioFormat()
+    x = make_noise(fmt, item_rng(0, "k"), colour, level)
+    assert x.shape == (80000, 1)
+    assert abs(rms_dbfs(x) - level) < 0.01
+
+
+def test_noise_is_gaussian():
+    x = make_noise(AudioFormat(), item_rng(3, "k"), "white", -30.0)[:, 0]
+    z = (x - x.mean()) / x.std()
+    assert abs(np.mean(z**3)) < 0.05  # skewness
+    assert abs(np.mean(z**4) - 3.0) < 0.1  # kurtosis of a Gaussian
+
+
+def test_too_loud_noise_raises_instead_of_clipping():
+    with pytest.raises(ValueError, match="never clip"):
+        make_noise(AudioFormat(), item_rng(0, "k"), "white", 0.0)
+
+
+def test_silence_is_zeros_or_dither():
+    fmt = AudioFormat(16000, 2, 1000)
+    assert not make_silence(fmt, item_rng(0, "k")).any()
+    dither = make_silence(fmt, item_rng(0, "k"), -80.0)
+    assert dither.shape == (1000, 2)
+    assert abs(rms_dbfs(dither) - -80.0) < 0.01
+
+
+def test_offscreen_conforms_a_stereo_44k_donor(tmp_path):
+    donor_fmt = AudioFormat(44100, 2, 44100 * 3)
+    write_wav(tmp_path / "donor.wav", tone(donor_fmt, 500), donor_fmt)
+    out = make_offscreen(tmp_path / "donor.wav", AudioFormat())
+    assert out.shape == (80000, 1)
+    assert not out[16000 * 3 + 100 :].any()  # 3 s donor zero-padded to 5 s
+    peak_hz = np.argmax(np.abs(np.fft.rfft(out[:48000, 0]))) * 16000 / 48000
+    assert abs(peak_hz - 500) < 2
+
+
+@pytest.mark.parametrize("negtype", ["silence", "noise", "offscreen"])
+def test_negative_copies_the_positive_format(tmp_path, negtype):
+    fmt = AudioFormat(22050, 2, 22050 * 4, "PCM_24")
+    write_wav(tmp_path / "pos.wav", tone(fmt), fmt)
+    write_wav(tmp_path / "donor.wav", tone(AudioFormat(), 800), AudioFormat())
+    out = tmp_path / "neg.wav"
+    generate_negative(
+        NegativeSettings(seed=5),
+        "s4",
+        "train",
+        "vid",
+        negtype,
+        tmp_path / "pos.wav",
+        out,
+        tmp_path / "donor.wav",
+    )
+    assert audio_format(out) == fmt
+
+
+def test_offscreen_without_donor_is_an_error(tmp_path):
+    write_wav(tmp_path / "pos.wav", tone(AudioFormat()), AudioFormat())
+    with pytest.raises(ValueError, match="needs a donor"):
+        generate_negative(
+            NegativeSettings(),
+            "s4",
+            "train",
+            "v",
+            "offscreen",
+            tmp_path / "pos.wav",
+            tmp_path / "n.wav",
+        )
+
+
+def _generate_all(tmp_path: Path, order: list[int], settings: NegativeSettings) -> dict[str, str]:
+    write_wav(tmp_path / "pos.wav", tone(AudioFormat()), AudioFormat())
+    jobs = [(v, t) for v in ["-a", "b", "c_d"] for t in ["silence", "noise"]]
+    out = {}
+    for i in order:
+        video, negtype = jobs[i]
+        path = tmp_path / f"{video}.{negtype}.wav"
+        generate_negative(settings, "s4", "train", video, negtype, tmp_path / "pos.wav", path)
+        out[path.name] = _sha(path)
+    return out
+
+
+@settings(max_examples=15, deadline=None)
+@given(order=st.permutations(list(range(6))))
+def test_bytes_do_not_depend_on_generation_order(tmp_path_factory, order):
+    s = NegativeSettings(seed=11, silence_dither_dbfs=-70.0)
+    reference = _generate_all(tmp_path_factory.mktemp("ref"), list(range(6)), s)
+    assert _generate_all(tmp_path_factory.mktemp("perm"), order, s) == reference
+
+
+def test_regenerating_one_file_alone_gives_the_same_bytes(tmp_path):
+    s = NegativeSettings(seed=2, noise_colour="pink")
+    full = _generate_all(tmp_path / "full", list(range(6)), s)
+    (tmp_path / "one").mkdir()
+    write_wav(tmp_path / "one" / "pos.wav", tone(AudioFormat()), AudioFormat())
+    out = tmp_path / "one" / "c_d.noise.wav"
+    generate_negative(s, "s4", "train", "c_d", "noise", tmp_path / "one" / "pos.wav", out)
+    assert _sha(out) == full["c_d.noise.wav"]
+    # and a different seed changes it
+    generate_negative(
+        NegativeSettings(seed=3, noise_colour="pink"),
+        "s4",
+        "train",
+        "c_d",
+        "noise",
+        tmp_path / "one" / "pos.wav",
+        out,
+    )
+    assert _sha(out) != full["c_d.noise.wav"]
+
+
+def test_noise_file_level_survives_int16_quantisation(tmp_path):
+    write_wav(tmp_path / "pos.wav", tone(AudioFormat()), AudioFormat())
+    generate_negative(
+        NegativeSettings(noise_level_dbfs=-40.0),
+        "ms3",
+        "val",
+        "v",
+        "noise",
+        tmp_path / "pos.wav",
+        tmp_path / "n.wav",
+    )
+    samples, rate = read_wav(tmp_path / "n.wav")
+    assert rate == 16000 and abs(rms_dbfs(samples) - -40.0) < 0.05

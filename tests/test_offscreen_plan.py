@@ -1,0 +1,113 @@
+"""Off-screen donor planning: group rules, same split, policies, determinism."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from avsrobust.groups import (
+    MS3_OBJECT_GROUP,
+    S4_CATEGORIES,
+    S4_CATEGORY_GROUP,
+    forbidden_donor_groups,
+)
+from avsrobust.layout import Clip
+from avsrobust.offscreen_plan import PlanError, format_plan, plan_donors, plannable, read_plan
+
+
+def s4(video, category, split="train"):
+    return Clip("s4", split, video, category, frozenset({S4_CATEGORY_GROUP[category]}))
+
+
+def ms3(video, objects, split="train"):
+    return Clip("ms3", split, video, "", frozenset(MS3_OBJECT_GROUP[o] for o in objects))
+
+
+def test_published_exclusions():
+    assert forbidden_donor_groups("s4", frozenset({"music"})) == {"music", "human"}
+    assert forbidden_donor_groups("s4", frozenset({"device"})) == {"device"}
+    assert forbidden_donor_groups("ms3", frozenset({"device"})) == {"device", "music"}
+    assert forbidden_donor_groups("ms3", frozenset({"animal", "human"})) == {
+        "animal",
+        "human",
+        "music",
+    }
+
+
+clip_strategy = st.lists(
+    st.tuples(st.sampled_from(S4_CATEGORIES), st.sampled_from(["train", "val", "test"])),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(specs=clip_strategy, seed=st.integers(0, 2**32))
+def test_every_planned_donor_obeys_the_rules(specs, seed):
+    clips = [s4(f"v{i:03d}", cat, split) for i, (cat, split) in enumerate(specs)]
+    rows, skipped = plan_donors(clips, seed, policy="skip")
+    assert {r.target.video for r in rows} | set(skipped) == {c.video for c in clips}
+    for r in rows:
+        assert r.donor.split == r.target.split
+        assert r.donor.video != r.target.video
+        assert not (r.donor.groups & forbidden_donor_groups("s4", r.target.groups))
+    # a skipped clip truly has no valid donor in its split
+    for video in skipped:
+        target = next(c for c in clips if c.video == video)
+        bad = forbidden_donor_groups("s4", target.groups)
+        assert not any(c.split == target.split and not (c.groups & bad) for c in clips)
+    assert [c.video for c in plannable(clips, "skip")] == [r.target.video for r in rows]
+
+
+@settings(max_examples=30, deadline=None)
+@given(specs=clip_strategy, data=st.data())
+def test_choice_does_not_depend_on_order_or_other_splits(specs, data):
+    clips = [s4(f"v{i:03d}", cat, split) for i, (cat, split) in enumerate(specs)]
+    rows, _ = plan_donors(clips, 7, policy="skip")
+    shuffled = data.draw(st.permutations(clips))
+    rows2, _ = plan_donors(shuffled, 7, policy="skip")
+    assert {r.target.video: r.donor.video for r in rows} == {
+        r.target.video: r.donor.video for r in rows2
+    }
+    only_train = [c for c in clips if c.split == "train"]
+    rows3, _ = plan_donors(only_train, 7, policy="skip")
+    train = {r.target.video: r.donor.video for r in rows if r.target.split == "train"}
+    assert {r.target.video: r.donor.video for r in rows3} == train
+
+
+def test_ms3_groups_must_be_disjoint():
+    clips = [
+        ms3("a", ["man", "dog"]),  # human+animal: forbids human, animal, music
+        ms3("b", ["guitar"]),  # music
+        ms3("c", ["bus"]),  # device
+        ms3("d", ["cat", "car"]),  # animal+device
+    ]
+    rows, skipped = plan_donors(clips, 0, policy="skip")
+    donors = {r.target.video: r.donor.video for r in rows}
+    assert donors["a"] == "c"  # the only clip with neither human, animal nor music
+    assert donors["b"] in {"c", "d"}  # music excludes human only
+    assert donors["c"] == "a"  # device excludes device and music
+    assert set(skipped) == {"d"}  # animal+device forbids all four groups
+
+
+def test_unmatched_and_unplannable_clips_fail_with_a_clear_message():
+    clips = [ms3("a", ["man"]), Clip("ms3", "train", "-nogroups", "", frozenset())]
+    with pytest.raises(PlanError) as err:
+        plan_donors(clips, 0, policy="fail", where="ms3 metadata")
+    text = str(err.value)
+    assert "ms3 metadata" in text and "-nogroups" in text and "AVSS" in text
+    assert "'a'" not in text and "a: no clip in split 'train'" in text
+    rows, skipped = plan_donors(clips, 0, policy="skip")
+    assert rows == [] and set(skipped) == {"a", "-nogroups"}
+
+
+def test_plan_tsv_round_trip(tmp_path):
+    clips = [s4("-x", "playing_piano"), s4("y", "dog_barking"), s4("z", "helicopter")]
+    rows, _ = plan_donors(clips, 3)
+    text = format_plan(rows)
+    assert text.splitlines()[0].split("\t")[:5] == ["split", "video", "category", "groups", "donor"]
+    (tmp_path / "plan.tsv").write_text(text)
+    plan = read_plan(tmp_path / "plan.tsv")
+    assert plan[("train", "-x")] == (rows[0].donor.video, rows[0].donor.category)
+    assert format_plan(plan_donors(clips, 3)[0]) == text

@@ -1,0 +1,114 @@
+"""AVSBench on-disk layout (domain.md section 2) and this project's output paths.
+
+One place knows where S4 and MS3 keep audio, frames and masks, so the same
+code reads a real AVSBench copy and the embedded synthetic one, and negative
+audio lands in mirror folders that existing AVSBench loaders can read.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+DATASETS = ("s4", "ms3")
+SPLITS = ("train", "val", "test")
+NEGATIVE_TYPES = ("silence", "noise", "offscreen")
+
+#: dataset -> folder under the AVSBench root
+DATASET_DIRS = {"s4": "Single-source", "ms3": "Multi-sources"}
+#: dataset -> the data folder below it
+DATA_DIRS = {"s4": "Single-source/s4_data", "ms3": "Multi-sources/ms3_data"}
+META_FILES = {"s4": "Single-source/s4_meta_data.csv", "ms3": "Multi-sources/ms3_meta_data.csv"}
+AVSS_META = "AVSS/metadata.csv"
+
+# YouTube-style ids and AVSBench category names: letters, digits, '_', '-', '.'
+# (a leading '-' is legal); never a path separator, never '.' or '..'.
+_SAFE_ID = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
+
+
+def check_id(value: str, what: str, where: str | Path, row: int | None = None) -> str:
+    """Return ``value`` if it is safe as one path component, else raise InputError."""
+    if not isinstance(value, str) or not value:
+        raise InputError(where, f"empty {what}", row)
+    if "/" in value or "\\" in value or value in (".", "..") or ".." in value:
+        raise InputError(where, f"{what} {value!r} contains a path separator or '..'", row)
+    if not _SAFE_ID.fullmatch(value):
+        raise InputError(
+            where, f"{what} {value!r} has characters other than letters, digits, '_', '-', '.'", row
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One video of one dataset: enough to find its files and its sound groups."""
+
+    dataset: str
+    split: str
+    video: str
+    category: str  # S4 category; "" for MS3
+    groups: frozenset[str]  # sound groups of the sounding objects
+
+    @property
+    def item(self) -> str:
+        """Path of the clip below ``{split}/`` in the audio folders (no suffix)."""
+        return f"{self.category}/{self.video}" if self.dataset == "s4" else self.video
+
+
+def positive_wav(root: str | Path, clip: Clip) -> Path:
+    return Path(root) / DATA_DIRS[clip.dataset] / "audio_wav" / clip.split / f"{clip.item}.wav"
+
+
+def frame_png(root: str | Path, clip: Clip, k: int) -> Path:
+    if clip.dataset == "s4":
+        return (
+            Path(root)
+            / DATA_DIRS["s4"]
+            / "visual_frames"
+            / clip.split
+            / clip.category
+            / clip.video
+            / f"{clip.video}_{k}.png"
+        )
+    return (
+        Path(root) / DATA_DIRS["ms3"] / "visual_frames" / clip.video / f"{clip.video}.mp4_{k}.png"
+    )
+
+
+def mask_png(root: str | Path, clip: Clip, k: int) -> Path:
+    sub = f"{clip.category}/{clip.video}" if clip.dataset == "s4" else clip.video
+    return (
+        Path(root)
+        / DATA_DIRS[clip.dataset]
+        / "gt_masks"
+        / clip.split
+        / sub
+        / f"{clip.video}_{k}.png"
+    )
+
+
+def annotated_frames(clip: Clip) -> tuple[int, ...]:
+    """AVSBench annotates only the first frame of S4 train clips; all 5 elsewhere."""
+    return (1,) if (clip.dataset == "s4" and clip.split == "train") else (1, 2, 3, 4, 5)
+
+
+def negative_wav(results: str | Path, dataset: str, negtype: str, split: str, item: str) -> Path:
+    """Robust output mirroring AVSBench: ``{results}/robust/<data dir>/audio_wav_{negtype}/...``."""
+    return (
+        Path(results)
+        / "robust"
+        / DATA_DIRS[dataset]
+        / f"audio_wav_{negtype}"
+        / split
+        / f"{item}.wav"
+    )
+
+
+def condition_wav(root: str | Path, results: str | Path, clip: Clip, condition: str) -> Path:
+    """The WAV a clip has under ``condition`` ('positive' or a negative type)."""
+    if condition == "positive":
+        return positive_wav(root, clip)
+    return negative_wav(results, clip.dataset, condition, clip.split, clip.item)

@@ -1,0 +1,139 @@
+"""Negative audio: clips whose correct segmentation is an empty mask.
+
+Each function returns float samples in the exact :class:`AudioFormat` of the
+positive clip being replaced, so a loader cannot tell negatives apart by
+sample rate, length or bit depth. Randomness comes only from the generator
+passed in (see :mod:`avsrobust.seeding`), never from global state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .audio_ops import conform
+from .seeding import item_rng
+from .wav import AudioFormat, audio_format, read_wav, write_wav
+
+NOISE_COLOURS = ("white", "pink", "brown")
+
+
+@dataclass(frozen=True)
+class NegativeSettings:
+    """The science knobs of negative generation (config section ``negatives_audio``)."""
+
+    seed: int = 0
+    noise_colour: str = "white"
+    noise_level_dbfs: float = -30.0
+    silence_dither_dbfs: float | None = None
+
+    @classmethod
+    def from_config(cls, config: dict) -> NegativeSettings:
+        section = config.get("negative_audio", {})
+        dither = section.get("silence_dither_dbfs")
+        return cls(
+            seed=int(config.get("seed", 0)),
+            noise_colour=str(section.get("noise_colour", "white")),
+            noise_level_dbfs=float(section.get("noise_level_dbfs", -30.0)),
+            silence_dither_dbfs=None if dither is None else float(dither),
+        )
+
+
+def dbfs_to_rms(level_dbfs: float) -> float:
+    """RMS amplitude for a level in dBFS, full scale = amplitude 1.0 (square wave = 0 dBFS)."""
+    return float(10.0 ** (level_dbfs / 20.0))
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    """Measured RMS level in dBFS (same reference as :func:`dbfs_to_rms`)."""
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return -np.inf if rms == 0 else 20.0 * np.log10(rms)
+
+
+def coloured_gaussian(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
+    """Zero-mean Gaussian noise of unit RMS with power spectrum 1/f**alpha.
+
+    white alpha=0, pink alpha=1, brown alpha=2; shaped in the frequency domain
+    (DC removed) so the result stays Gaussian and exactly ``n`` samples long.
+    """
+    if colour not in NOISE_COLOURS:
+        raise ValueError(f"unknown noise colour {colour!r}; use one of {list(NOISE_COLOURS)}")
+    white = rng.standard_normal(n)
+    if colour == "white":
+        shaped = white - white.mean()
+    else:
+        alpha = 1.0 if colour == "pink" else 2.0
+        spectrum = np.fft.rfft(white)
+        freqs = np.fft.rfftfreq(n)
+        gain = np.zeros_like(freqs)
+        gain[1:] = freqs[1:] ** (-alpha / 2.0)
+        shaped = np.fft.irfft(spectrum * gain, n)
+    rms = np.sqrt(np.mean(shaped**2))
+    return shaped / rms if rms > 0 else shaped
+
+
+def _gaussian_at(fmt: AudioFormat, colour: str, level_dbfs: float, rng: np.random.Generator):
+    channels = [coloured_gaussian(fmt.frames, colour, rng) for _ in range(fmt.channels)]
+    out = np.stack(channels, axis=1) * dbfs_to_rms(level_dbfs)
+    peak = float(np.abs(out).max())
+    limit = 1.0 - 2.0**-15
+    if peak > limit:
+        raise ValueError(
+            f"{colour} noise at {level_dbfs} dBFS RMS peaks at {peak:.3f} > full scale; "
+            "lower the level (we never clip)"
+        )
+    return out
+
+
+def make_silence(
+    fmt: AudioFormat, rng: np.random.Generator, dither_dbfs: float | None = None
+) -> np.ndarray:
+    """Digital zeros, or white Gaussian dither at ``dither_dbfs`` RMS ("near silence")."""
+    if dither_dbfs is None:
+        return np.zeros((fmt.frames, fmt.channels))
+    return _gaussian_at(fmt, "white", dither_dbfs, rng)
+
+
+def make_noise(
+    fmt: AudioFormat, rng: np.random.Generator, colour: str = "white", level_dbfs: float = -30.0
+) -> np.ndarray:
+    """Gaussian noise of the given colour at ``level_dbfs`` RMS; raises rather than clip."""
+    return _gaussian_at(fmt, colour, level_dbfs, rng)
+
+
+def make_offscreen(donor: str | Path, fmt: AudioFormat) -> np.ndarray:
+    """The donor clip's audio, resampled/remixed/padded/cropped to ``fmt``."""
+    samples, rate = read_wav(donor)
+    return conform(samples, rate, fmt)
+
+
+def generate_negative(
+    settings: NegativeSettings,
+    dataset: str,
+    split: str,
+    video: str,
+    negtype: str,
+    positive: str | Path,
+    out: str | Path,
+    donor: str | Path | None = None,
+) -> None:
+    """Write one negative clip for ``video``, formatted like its ``positive`` WAV.
+
+    The random stream depends only on (seed, dataset, split, video, negtype), so
+    this file comes out byte-identical whenever and wherever it is regenerated.
+    """
+    fmt = audio_format(positive)
+    rng = item_rng(settings.seed, dataset, split, video, negtype)
+    if negtype == "silence":
+        samples = make_silence(fmt, rng, settings.silence_dither_dbfs)
+    elif negtype == "noise":
+        samples = make_noise(fmt, rng, settings.noise_colour, settings.noise_level_dbfs)
+    elif negtype == "offscreen":
+        if donor is None:
+            raise ValueError(f"{dataset}/{split}/{video}: offscreen audio needs a donor")
+        samples = make_offscreen(donor, fmt)
+    else:
+        raise ValueError(f"unknown negative type {negtype!r}")
+    write_wav(out, samples, fmt)

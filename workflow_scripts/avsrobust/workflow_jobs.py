@@ -1,0 +1,72 @@
+"""Bodies of the in-process (``run:``) jobs, kept out of the Snakefile so they are tested.
+
+The per-clip negative-audio job runs inside Snakemake's process thousands of
+times, so it must cost milliseconds: no logging framework, no plan re-parsing
+(the parsed plan is cached per file version).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from . import layout
+from .errors import InputError
+from .negatives import NegativeSettings, generate_negative
+from .offscreen_plan import read_plan
+
+DATA_DIR_TO_DATASET = {v: k for k, v in layout.DATA_DIRS.items()}
+
+
+@functools.lru_cache(maxsize=8)
+def _plan(path: str, mtime_ns: int, size: int) -> dict[tuple[str, str], tuple[str, str]]:
+    return read_plan(path)
+
+
+def donor_of(plan_path: str | Path, split: str, video: str) -> tuple[str, str]:
+    """(donor video, donor category) of one clip from the plan TSV (cached parse)."""
+    st = os.stat(plan_path)
+    plan = _plan(str(plan_path), st.st_mtime_ns, st.st_size)
+    try:
+        return plan[(split, video)]
+    except KeyError:
+        raise InputError(plan_path, f"no off-screen donor planned for {split}/{video}") from None
+
+
+def negative_job(
+    settings: NegativeSettings,
+    data_root: str | Path,
+    wildcards,
+    inputs: list[str],
+    out: str | Path,
+    log_path: str | Path,
+) -> None:
+    """Write one negative clip named by the rule's wildcards (data, negtype, split, item)."""
+    dataset = DATA_DIR_TO_DATASET[wildcards.data]
+    split, item, negtype = wildcards.split, wildcards.item, wildcards.negtype
+    category, _, video = item.rpartition("/")
+    clip = layout.Clip(dataset, split, video, category, frozenset())
+    positive = layout.positive_wav(data_root, clip)
+    donor = None
+    if negtype == "offscreen":
+        plan_path = next(p for p in inputs if p.endswith("offscreen_plan.tsv"))
+        donor_video, donor_category = donor_of(plan_path, split, video)
+        donor = layout.positive_wav(
+            data_root, layout.Clip(dataset, split, donor_video, donor_category, frozenset())
+        )
+    try:
+        generate_negative(settings, dataset, split, video, negtype, positive, out, donor)
+    except Exception as exc:
+        _write_log(log_path, f"FAILED {dataset}/{split}/{item} {negtype}: {exc}\n")
+        raise
+    _write_log(
+        log_path,
+        f"{dataset}\t{split}\t{item}\t{negtype}\tpositive={positive}\tdonor={donor or ''}\n",
+    )
+
+
+def _write_log(path: str | Path, text: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
