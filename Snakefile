@@ -1,8 +1,8 @@
 """AVSBench-Robust workflow: negative audio and features for AVSBench (S4, MS3).
 
-    snakemake --cores all                      # embedded synthetic benchmark
-    snakemake --cores all --configfile config/avsbench.yaml
-    snakemake -n                               # inspect the DAG
+snakemake --cores all                      # embedded synthetic benchmark
+snakemake --cores all --configfile config/avsbench.yaml
+snakemake -n                               # inspect the DAG
 """
 
 

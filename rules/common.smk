@@ -90,7 +90,15 @@ def positive_input(dataset, split, item):
     """
     if SYNTHETIC:
         return metadata_files(dataset)[:1]
-    return [str(Path(DATA_ROOT) / layout.DATA_DIRS[dataset] / "audio_wav" / split / f"{item}.wav")]
+    return [
+        str(
+            Path(DATA_ROOT)
+            / layout.DATA_DIRS[dataset]
+            / "audio_wav"
+            / split
+            / f"{item}.wav"
+        )
+    ]
 
 
 def negative_inputs(wildcards):

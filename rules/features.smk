@@ -5,6 +5,12 @@ rule audio_features:
     output:
         npy="results/features/{dataset}/{split}/{condition}.npy",
         index="results/features/{dataset}/{split}/{condition}.index.tsv",
+    log:
+        "logs/features/{dataset}/{split}/{condition}.log",
+    benchmark:
+        "results/benchmarks/features/{dataset}/{split}/{condition}.tsv"
+    conda:
+        "../envs/torch.yaml"
     params:
         wavs=lambda w: condition_wavs(w.dataset, w.split, w.condition),
         clips=lambda w: [
@@ -12,11 +18,5 @@ rule audio_features:
         ],
         batch_size=config["features"]["batch_size"],
         seconds=config["features"]["seconds"],
-    log:
-        "logs/features/{dataset}/{split}/{condition}.log",
-    benchmark:
-        "results/benchmarks/features/{dataset}/{split}/{condition}.tsv"
-    conda:
-        "../envs/torch.yaml"
     script:
         "../workflow_scripts/extract_features.py"

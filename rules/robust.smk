@@ -4,16 +4,16 @@ rule offscreen_plan:
         meta=lambda w: metadata_files(w.dataset),
     output:
         "results/robust/{dataset}/offscreen_plan.tsv",
+    log:
+        "logs/robust/{dataset}/offscreen_plan.log",
+    conda:
+        "../envs/audio.yaml"
     params:
         root=DATA_ROOT,
         avss=AVSS,
         seed=config["seed"],
         policy=config["offscreen"]["on_missing"],
         splits=SPLITS,
-    log:
-        "logs/robust/{dataset}/offscreen_plan.log",
-    conda:
-        "../envs/audio.yaml"
     script:
         "../workflow_scripts/plan_offscreen.py"
 
@@ -37,9 +37,7 @@ rule negative_audio:
     run:
         from avsrobust.workflow_jobs import negative_job
 
-        negative_job(
-            NEG_SETTINGS, DATA_ROOT, wildcards, input, output.wav, log[0]
-        )
+        negative_job(NEG_SETTINGS, DATA_ROOT, wildcards, input, output.wav, log[0])
 
 
 rule split_manifest:

@@ -25,7 +25,7 @@ MS3_ROWS = [
     ["ms3bbbbbbbb", "train", "dog"],
     ["ms3cccccccc", "train", "car"],
     ["ms3dddddddd", "test", "guitar"],
-    ["ms3eeeeeeee", "test", "bus_mower"],
+    ["ms3eeeeeeee", "test", "dog_cat"],
 ]
 
 

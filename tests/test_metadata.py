@@ -16,7 +16,7 @@ def test_reads_s4_and_ms3_with_groups(tiny_root):
     assert s4[0].groups == {"music"} and s4[0].item == "playing_piano/-abcDEF_123"
     ms3 = {c.video: c for c in read_ms3(tiny_root)}
     assert ms3["-ms3aaaaaaa"].groups == {"human", "music"}
-    assert ms3["ms3eeeeeeee"].groups == {"device"}
+    assert ms3["ms3eeeeeeee"].groups == {"animal"}
     assert ms3["-ms3aaaaaaa"].category == ""
 
 

@@ -1,0 +1,37 @@
+# Entry points for a fresh machine (see README):
+#   make run    set up .venv and build AVSBench-Robust from the embedded synthetic benchmark
+#   make test   set up .venv and run the tests (SLURM tests start a local one-node cluster)
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed-requirements
+CORES ?= all
+
+.PHONY: venv run test lint bench clean
+
+venv: $(STAMP)
+
+# Reinstalls only when requirements.txt changes (torch's CUDA wheels are ~5 GB).
+$(STAMP): requirements.txt
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check pip==25.3
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	cp requirements.txt $(STAMP)
+
+run: venv
+	$(VENV)/bin/snakemake --cores $(CORES)
+
+test: venv
+	$(VENV)/bin/python -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check workflow_scripts tests benchmarks
+	$(VENV)/bin/ruff format --check workflow_scripts tests benchmarks
+	$(VENV)/bin/snakefmt --check Snakefile rules
+	$(VENV)/bin/snakemake --lint --cores 1
+
+bench: venv
+	$(VENV)/bin/python benchmarks/robust_pipeline.py
+
+clean:
+	rm -rf results logs .snakemake

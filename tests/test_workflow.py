@@ -1,0 +1,244 @@
+"""The Snakemake workflow end to end, on tiny synthetic and real-layout trees."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from avsrobust.manifest import read_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(REPO / ".venv" / "bin" / "snakemake")
+
+pytestmark = pytest.mark.workflow
+
+TINY = {
+    "seed": 3,
+    "synthetic": {
+        "image_size": 32,
+        "s4_videos": {"train": 4, "val": 2, "test": 3},
+        "ms3_videos": {"train": 3, "val": 2, "test": 2},
+    },
+}
+
+
+def snakemake(workdir: Path, config: dict, *args: str, check: bool = True):
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [
+        SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    table = output[output.index("Job stats:") :]
+    return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def sha_tree(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("tiny")
+    snakemake(work, TINY)
+    return work
+
+
+def test_dry_run_has_one_negative_job_per_video_and_type(tmp_path):
+    config = {**TINY, "negatives": ["silence", "noise"], "datasets": ["s4", "ms3"]}
+    proc = snakemake(tmp_path, config, "-n")
+    counts = job_counts(proc.stdout + proc.stderr)
+    videos = sum(TINY["synthetic"]["s4_videos"].values()) + sum(
+        TINY["synthetic"]["ms3_videos"].values()
+    )
+    assert counts["negative_audio"] == videos * 2
+    assert "offscreen_plan" not in counts
+    assert counts["audio_features"] == 2 * 3 * 3  # datasets x splits x (positive + 2)
+    assert counts["split_manifest"] == 6
+    assert not (tmp_path / "results").exists()
+
+
+def test_end_to_end_outputs(tiny_run):
+    results = tiny_run / "results"
+    n_s4 = sum(TINY["synthetic"]["s4_videos"].values())
+    for split, n in TINY["synthetic"]["s4_videos"].items():
+        rows = read_manifest(results / f"robust/s4/{split}.manifest.tsv")
+        assert len(rows) == 3 * n
+        assert {r["negtype"] for r in rows} == {"silence", "noise", "offscreen"}
+        for r in rows:
+            path = tiny_run / r["path"]
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == r["sha256"]
+            info = sf.info(str(path))
+            assert (info.samplerate, info.channels, info.frames, info.subtype) == (
+                16000,
+                1,
+                80000,
+                "PCM_16",
+            )
+            assert path.parts[-3] == split and r["category"] == path.parts[-2]
+            assert bool(r["donor"]) == (r["negtype"] == "offscreen")
+    plan = (results / "robust/s4/offscreen_plan.tsv").read_text().splitlines()
+    assert len(plan) == n_s4 + 1 and plan[0].startswith("split\tvideo\tcategory\tgroups\tdonor")
+    ms3 = read_manifest(results / "robust/ms3/test.manifest.tsv")
+    assert all(Path(r["path"]).parent.name == "test" for r in ms3)
+    for condition in ("positive", "silence", "noise", "offscreen"):
+        feats = np.load(results / f"features/s4/val/{condition}.npy", allow_pickle=False)
+        assert feats.shape == (2, 5, 1, 96, 64) and feats.dtype == np.float32
+    silence = np.load(results / "features/s4/val/silence.npy")
+    assert np.allclose(silence, np.log(0.01), atol=1e-6)
+    index = (results / "features/s4/val/positive.index.tsv").read_text().splitlines()
+    assert index[0] == "row\tvideo\tcategory\tpath" and len(index) == 3
+    logs = list((tiny_run / "logs/robust").rglob("*.log"))
+    assert len(logs) >= 3 * n_s4
+
+
+def test_second_run_has_nothing_to_do(tiny_run):
+    proc = snakemake(tiny_run, TINY, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_regenerating_one_split_gives_identical_bytes(tiny_run):
+    results = tiny_run / "results/robust"
+    before = sha_tree(results)
+    other = results / "Single-source/s4_data/audio_wav_noise/train"
+    other_mtimes = {p: p.stat().st_mtime_ns for p in other.rglob("*.wav")}
+    for negtype in ("silence", "noise", "offscreen"):
+        for wav in (results / f"Single-source/s4_data/audio_wav_{negtype}/test").rglob("*.wav"):
+            wav.unlink()
+    (results / "s4/test.manifest.tsv").unlink()
+    proc = snakemake(tiny_run, TINY, "results/robust/s4/test.manifest.tsv")
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["negative_audio"] == 3 * TINY["synthetic"]["s4_videos"]["test"]
+    assert "audio_features" not in counts and "synthetic_avsbench" not in counts
+    assert sha_tree(results) == before
+    assert {p: p.stat().st_mtime_ns for p in other.rglob("*.wav")} == other_mtimes
+
+
+def test_forced_regeneration_of_a_split_gives_identical_bytes(tiny_run):
+    results = tiny_run / "results/robust"
+    before = sha_tree(results)
+    snakemake(
+        tiny_run,
+        TINY,
+        "results/robust/ms3/val.manifest.tsv",
+        "--forcerun",
+        "negative_audio",
+        "split_manifest",
+    )
+    assert sha_tree(results) == before
+
+
+def test_real_layout_tree_with_dash_ids(tiny_root, tmp_path):
+    config = {"avsbench_root": str(tiny_root), "seed": 1}
+    targets = [
+        f"results/robust/{d}/{s}.manifest.tsv" for d in ("s4", "ms3") for s in ("train", "test")
+    ]
+    snakemake(tmp_path, config, *targets)
+    rows = read_manifest(tmp_path / "results/robust/s4/train.manifest.tsv")
+    videos = {r["video"] for r in rows}
+    assert "-abcDEF_123" in videos
+    wav = (
+        tmp_path
+        / "results/robust/Single-source/s4_data/audio_wav_noise/train/playing_piano/-abcDEF_123.wav"
+    )
+    assert wav.is_file()
+    ms3 = read_manifest(tmp_path / "results/robust/ms3/train.manifest.tsv")
+    donors = {r["video"]: r["donor"] for r in ms3 if r["negtype"] == "offscreen"}
+    # man_piano (human+music) may only take animal/device donors: dog or car
+    assert donors["-ms3aaaaaaa"] in {"ms3bbbbbbbb", "ms3cccccccc"}
+
+
+def test_missing_positive_wav_is_named(tiny_root, tmp_path):
+    victim = tiny_root / "Single-source/s4_data/audio_wav/test/race_car/fffffffffff.wav"
+    victim.unlink()
+    proc = snakemake(
+        tmp_path,
+        {"avsbench_root": str(tiny_root)},
+        "results/robust/s4/test.manifest.tsv",
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "fffffffffff.wav" in proc.stdout + proc.stderr
+    assert (
+        not list((tmp_path / "results").rglob("*.tmp")) if (tmp_path / "results").exists() else True
+    )
+
+
+def test_corrupt_positive_wav_fails_with_its_name_and_leaves_nothing(tiny_root, tmp_path):
+    victim = tiny_root / "Single-source/s4_data/audio_wav/test/race_car/fffffffffff.wav"
+    victim.write_bytes(b"RIFF....WAVEnot really")
+    proc = snakemake(
+        tmp_path,
+        {"avsbench_root": str(tiny_root), "negatives": ["noise"]},
+        "results/robust/s4/test.manifest.tsv",
+        check=False,
+    )
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "fffffffffff.wav: not a readable audio file" in text
+    out_dir = tmp_path / "results/robust/Single-source/s4_data/audio_wav_noise/test/race_car"
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"negatives": ["thunder"]}, "thunder"),
+        ({"datasets": ["s5"]}, "s5"),
+        ({"negative_audio": {"noise_level_dbfs": 0}}, "noise_level_dbfs"),
+        ({"seed": -1}, "seed"),
+        ({"offscreen": {"on_missing": "ignore"}}, "ignore"),
+    ],
+)
+def test_bad_config_is_rejected_with_the_key(tmp_path, config, message):
+    proc = snakemake(tmp_path, config, "-n", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert "validat" in (proc.stdout + proc.stderr).lower()
+
+
+def test_bad_metadata_is_reported_at_parse_time(tiny_root, tmp_path):
+    meta = tiny_root / "Single-source/s4_meta_data.csv"
+    meta.write_text(meta.read_text() + "x/../y,0,dog_barking,train\n")
+    proc = snakemake(tmp_path, {"avsbench_root": str(tiny_root)}, "-n", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "s4_meta_data.csv, row 8" in text and "path separator" in text
+
+
+def test_lint_passes():
+    proc = subprocess.run(
+        [SNAKEMAKE, "--lint", "--cores", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
