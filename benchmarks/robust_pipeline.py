@@ -53,7 +53,7 @@ def build_tree(root: Path, cfg: SyntheticConfig) -> float:
         return 0.0
     shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
-    generate(root, cfg, progress=True, workers=os.cpu_count() or 1, audio_only=True)
+    generate(root, cfg, progress=sys.stderr.isatty(), workers=os.cpu_count() or 1, audio_only=True)
     stamp.write_text(wanted)
     return time.perf_counter() - t0
 

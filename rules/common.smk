@@ -82,39 +82,33 @@ def clips_for(dataset, split, condition):
     return CLIPS[dataset][split]
 
 
-def positive_input(dataset, split, item):
-    """A negative job depends on the positive clip whose format it copies.
-
-    Synthetic positives are not individual rule outputs, so the synthetic
-    metadata (written last by its rule) stands in for them.
-    """
-    if SYNTHETIC:
-        return metadata_files(dataset)[:1]
-    return [
-        str(
-            Path(DATA_ROOT)
-            / layout.DATA_DIRS[dataset]
-            / "audio_wav"
-            / split
-            / f"{item}.wav"
-        )
-    ]
+# Input of a per-clip negative job: its positive clip, as a pattern (no input
+# function: evaluating one per job is a large share of a 16k-job DAG). The
+# synthetic clips are not individual rule outputs; the AVSS metadata, written
+# last by the synthetic rule, stands in for them.
+POSITIVE_PATTERN = (
+    f"{DATA_ROOT}/{layout.AVSS_META}"
+    if SYNTHETIC
+    else f"{DATA_ROOT}/{{data}}/audio_wav/{{split}}/{{item}}.wav"
+)
 
 
-def negative_inputs(wildcards):
-    dataset = DATA_DIR_TO_DATASET[wildcards.data]
-    files = positive_input(dataset, wildcards.split, wildcards.item)
-    if wildcards.negtype == "offscreen":
-        files.append(f"results/robust/{dataset}/offscreen_plan.tsv")
-    return files
+def offscreen_plan_of(wildcards):
+    return f"results/robust/{DATA_DIR_TO_DATASET[wildcards.data]}/offscreen_plan.tsv"
 
 
 def condition_wavs(dataset, split, condition):
-    """Every WAV of one (dataset, split, condition), in metadata order."""
-    return [
-        str(layout.condition_wav(DATA_ROOT, "results", clip, condition))
-        for clip in clips_for(dataset, split, condition)
-    ]
+    """Every WAV of one (dataset, split, condition), in metadata order.
+
+    Plain string formatting (same paths as layout.condition_wav): this runs
+    for every clip when the DAG is built.
+    """
+    data = layout.DATA_DIRS[dataset]
+    if condition == "positive":
+        prefix = f"{DATA_ROOT}/{data}/audio_wav/{split}/"
+    else:
+        prefix = f"results/robust/{data}/audio_wav_{condition}/{split}/"
+    return [f"{prefix}{clip.item}.wav" for clip in clips_for(dataset, split, condition)]
 
 
 def split_negatives(wildcards):

@@ -11,6 +11,8 @@ rule audio_features:
         "results/benchmarks/features/{dataset}/{split}/{condition}.tsv"
     conda:
         "../envs/torch.yaml"
+    resources:
+        gpu=config["features"]["gpus"],
     params:
         wavs=lambda w: condition_wavs(w.dataset, w.split, w.condition),
         clips=lambda w: [
@@ -18,5 +20,6 @@ rule audio_features:
         ],
         batch_size=config["features"]["batch_size"],
         seconds=config["features"]["seconds"],
+        device=config["features"]["device"],
     script:
         "../workflow_scripts/extract_features.py"

@@ -19,7 +19,7 @@ rule offscreen_plan:
 
 
 rule negative_audio:
-    """One negative clip per (dataset, split, video, negative type).
+    """One silence or noise clip per (dataset, split, video, negative type).
 
     Runs in Snakemake's own process (no interpreter start per clip): a clip
     takes milliseconds, a fresh Python with numpy takes 100 ms. It therefore
@@ -27,17 +27,56 @@ rule negative_audio:
     with run:.
     """
     input:
-        negative_inputs,
+        positive=POSITIVE_PATTERN,
     output:
         wav="results/robust/{data}/audio_wav_{negtype}/{split}/{item}.wav",
     log:
         "logs/robust/{data}/audio_wav_{negtype}/{split}/{item}.log",
+    wildcard_constraints:
+        negtype="silence|noise",
     group:
         "negative_audio"
+    # Zero cores: the job runs inside Snakemake's process, so one scheduling
+    # pass can start hundreds of them. profiles/slurm sets 1 for SLURM.
+    threads: 0
+    params:
+        # Recorded in Snakemake's metadata: a changed level, colour or seed
+        # reruns exactly the affected clips (rerun trigger "params").
+        settings=vars(NEG_SETTINGS),
     run:
         from avsrobust.workflow_jobs import negative_job
 
-        negative_job(NEG_SETTINGS, DATA_ROOT, wildcards, input, output.wav, log[0])
+        negative_job(
+            NegativeSettings(**params.settings),
+            DATA_ROOT,
+            wildcards,
+            None,
+            output.wav,
+            log[0],
+        )
+
+
+rule offscreen_audio:
+    """One off-screen clip per (dataset, split, video): its planned donor's audio.
+
+    In-process like negative_audio (same group on clusters).
+    """
+    input:
+        positive=POSITIVE_PATTERN,
+        plan=offscreen_plan_of,
+    output:
+        wav="results/robust/{data}/audio_wav_offscreen/{split}/{item}.wav",
+    log:
+        "logs/robust/{data}/audio_wav_offscreen/{split}/{item}.log",
+    group:
+        "negative_audio"
+    threads: 0
+    run:
+        from avsrobust.workflow_jobs import negative_job
+
+        negative_job(
+            NEG_SETTINGS, DATA_ROOT, wildcards, input.plan, output.wav, log[0]
+        )
 
 
 rule split_manifest:

@@ -135,7 +135,8 @@ def test_regenerating_one_split_gives_identical_bytes(tiny_run):
     (results / "s4/test.manifest.tsv").unlink()
     proc = snakemake(tiny_run, TINY, "results/robust/s4/test.manifest.tsv")
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts["negative_audio"] == 3 * TINY["synthetic"]["s4_videos"]["test"]
+    n_test = TINY["synthetic"]["s4_videos"]["test"]
+    assert counts["negative_audio"] == 2 * n_test and counts["offscreen_audio"] == n_test
     assert "audio_features" not in counts and "synthetic_avsbench" not in counts
     assert sha_tree(results) == before
     assert {p: p.stat().st_mtime_ns for p in other.rglob("*.wav")} == other_mtimes
@@ -150,6 +151,7 @@ def test_forced_regeneration_of_a_split_gives_identical_bytes(tiny_run):
         "results/robust/ms3/val.manifest.tsv",
         "--forcerun",
         "negative_audio",
+        "offscreen_audio",
         "split_manifest",
     )
     assert sha_tree(results) == before
@@ -242,3 +244,15 @@ def test_lint_passes():
         env={**os.environ},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_changed_noise_level_reruns_only_noise_clips(tiny_run):
+    config = {**TINY, "negative_audio": {"noise_level_dbfs": -40.0}}
+    proc = snakemake(tiny_run, config, "-n")
+    counts = job_counts(proc.stdout + proc.stderr)
+    videos = sum(TINY["synthetic"]["s4_videos"].values()) + sum(
+        TINY["synthetic"]["ms3_videos"].values()
+    )
+    assert counts["negative_audio"] == videos  # noise only; silence is untouched
+    assert "offscreen_audio" not in counts and "synthetic_avsbench" not in counts
+    assert counts["audio_features"] == 2 * 3  # the noise features of each split

@@ -10,16 +10,21 @@ snakemake = globals()["snakemake"]
 
 
 def main(logger):
-    from avsrobust.features import extract_features  # imports torch: once per batch job
+    import torch
 
+    from avsrobust.features import extract_features, resolve_device  # torch: once per job
+
+    torch.set_num_threads(max(1, snakemake.threads))
+    device = resolve_device(snakemake.params.device)
     wavs = [Path(p) for p in snakemake.params.wavs]
-    logger.info("%d clips -> %s", len(wavs), snakemake.output.npy)
+    logger.info("%d clips -> %s on %s", len(wavs), snakemake.output.npy, device)
     extract_features(
         wavs,
         Path(snakemake.output.npy),
         batch_size=snakemake.params.batch_size,
         seconds=snakemake.params.seconds,
         progress=True,
+        device=str(device),
     )
     with atomic_open(snakemake.output.index, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")

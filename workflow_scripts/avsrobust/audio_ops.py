@@ -11,7 +11,6 @@ from __future__ import annotations
 from math import gcd
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from .wav import AudioFormat
 
@@ -22,6 +21,8 @@ def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
         return samples
     if rate_in <= 0 or rate_out <= 0:
         raise ValueError(f"sample rates must be positive, got {rate_in} -> {rate_out}")
+    from scipy.signal import resample_poly  # 1 s import: only when a clip needs it
+
     g = gcd(rate_in, rate_out)
     out = resample_poly(np.asarray(samples, dtype=np.float64), rate_out // g, rate_in // g, axis=0)
     return out.astype(np.float32)

@@ -38,20 +38,23 @@ def negative_job(
     settings: NegativeSettings,
     data_root: str | Path,
     wildcards,
-    inputs: list[str],
+    plan: str | Path | None,
     out: str | Path,
     log_path: str | Path,
 ) -> None:
-    """Write one negative clip named by the rule's wildcards (data, negtype, split, item)."""
+    """Write one negative clip named by the rule's wildcards (data, [negtype,] split, item).
+
+    ``plan`` is the off-screen plan TSV; given, the clip is an off-screen one.
+    """
     dataset = DATA_DIR_TO_DATASET[wildcards.data]
-    split, item, negtype = wildcards.split, wildcards.item, wildcards.negtype
+    split, item = wildcards.split, wildcards.item
+    negtype = "offscreen" if plan else wildcards.negtype
     category, _, video = item.rpartition("/")
     clip = layout.Clip(dataset, split, video, category, frozenset())
     positive = layout.positive_wav(data_root, clip)
     donor = None
-    if negtype == "offscreen":
-        plan_path = next(p for p in inputs if p.endswith("offscreen_plan.tsv"))
-        donor_video, donor_category = donor_of(plan_path, split, video)
+    if plan:
+        donor_video, donor_category = donor_of(plan, split, video)
         donor = layout.positive_wav(
             data_root, layout.Clip(dataset, split, donor_video, donor_category, frozenset())
         )

@@ -1,0 +1,189 @@
+"""The workflow on a real one-node SLURM cluster (tests/slurm/slurm_local.sh start).
+
+Checked from SLURM's own records (scontrol, squeue) rather than from what
+Snakemake says it did: GPU rules asked for a GPU, CPU rules did not, and the
+per-clip jobs went out as a few grouped submissions.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from test_workflow import sha_tree
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(REPO / ".venv" / "bin" / "snakemake")
+CLUSTER = REPO / "tests" / "slurm" / "slurm_local.sh"
+
+pytestmark = pytest.mark.slurm
+
+SLURM_TINY = {
+    "seed": 5,
+    "datasets": ["s4"],
+    "splits": ["train", "test"],
+    "features": {"gpus": 1},
+    "synthetic": {
+        "image_size": 32,
+        "s4_videos": {"train": 2, "val": 0, "test": 2},
+        "ms3_videos": {"train": 0, "val": 0, "test": 0},
+    },
+}
+GROUP_SIZE = 5
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """The cluster `make test` started; a skip without it, a failure where CI requires it."""
+    missing = None
+    if shutil.which("sbatch") is None:
+        missing = "SLURM is not installed (tests/slurm/slurm_local.sh start)"
+    elif subprocess.run(["bash", str(CLUSTER), "status"], capture_output=True).returncode:
+        missing = "no local SLURM cluster running (tests/slurm/slurm_local.sh start)"
+    if missing and os.environ.get("AVSROBUST_REQUIRE_SLURM") == "1":
+        pytest.fail(missing)
+    if missing:
+        pytest.skip(missing)
+
+
+def run(workdir: Path, config: dict, *args: str, snakefile: Path = REPO / "Snakefile"):
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [
+        "timeout",
+        "-s",
+        "INT",
+        "-k",
+        "30",
+        "900",
+        SNAKEMAKE,
+        "--snakefile",
+        str(snakefile),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        # No conda on the test machine: the jobs run in the test venv.
+        "--sdm",
+        "env-modules",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=960)
+
+
+def submitted(output: str) -> dict[int, str]:
+    """SLURM job id -> Snakemake log path, from 'submitted with SLURM jobid' lines."""
+    return {
+        int(m[1]): m[2]
+        for m in re.finditer(r"submitted with SLURM jobid (\d+) \(log: ([^)]+)\)", output)
+    }
+
+
+def scontrol(jobid: int) -> str:
+    proc = subprocess.run(
+        ["scontrol", "-d", "show", "job", str(jobid)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, f"SLURM has no record of job {jobid}: {proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster, tmp_path_factory):
+    work = tmp_path_factory.mktemp("slurm")
+    proc = run(work, SLURM_TINY, "--group-components", f"negative_audio={GROUP_SIZE}")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-6000:]
+    return work, text
+
+
+def test_slurm_run_gives_the_same_audio_as_a_local_run(slurm_run, tmp_path):
+    work, _ = slurm_run
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "config.yaml").write_text(yaml.safe_dump(SLURM_TINY))
+    proc = subprocess.run(
+        [
+            SNAKEMAKE,
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(local),
+            "--configfile",
+            str(local / "config.yaml"),
+            "--cores",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert sha_tree(work / "results/robust") == sha_tree(local / "results/robust")
+    assert len(list((work / "results/robust").rglob("*.wav"))) == 3 * 4
+    for split in ("train", "test"):
+        assert (work / f"results/features/s4/{split}/offscreen.npy").read_bytes() == (
+            local / f"results/features/s4/{split}/offscreen.npy"
+        ).read_bytes()
+
+
+def test_gpu_rules_asked_slurm_for_a_gpu_and_cpu_rules_did_not(slurm_run):
+    _, text = slurm_run
+    jobs = submitted(text)
+    features = {j: log for j, log in jobs.items() if "/rule_audio_features/" in log}
+    others = {j: log for j, log in jobs.items() if "/rule_audio_features/" not in log}
+    assert len(features) == 2 * 4  # splits x (positive + 3 negatives)
+    for jobid in features:
+        record = scontrol(jobid)
+        assert "TresPerJob=gres:gpu:1" in record, record
+        assert "JobState=COMPLETED" in record
+    assert others
+    for jobid in others:
+        record = scontrol(jobid)
+        assert "TresPerJob" not in record and "TresPerNode" not in record, record
+        assert "JOB_GRES=(null)" in record
+
+
+def test_per_clip_jobs_went_out_as_grouped_submissions(slurm_run):
+    _, text = slurm_run
+    jobs = submitted(text)
+    groups = [j for j, log in jobs.items() if "/group_negative_audio" in log]
+    clips = 3 * 4
+    assert len(groups) == -(-clips // GROUP_SIZE)  # ceil: 12 clips in groups of 5 -> 3
+    assert not any(
+        "/rule_negative_audio" in log or "/rule_offscreen_audio" in log for log in jobs.values()
+    )
+    for jobid in groups:
+        record = scontrol(jobid)
+        assert "JobState=COMPLETED" in record
+        assert re.search(r"NumCPUs=[1-9]", record)
+    # and the grouped work is all there
+    assert "negative_audio" in text and "offscreen_audio" in text
+
+
+def test_dry_run_with_the_slurm_profile(cluster, tmp_path):
+    proc = run(tmp_path, SLURM_TINY, "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "audio_features" in proc.stdout
+    assert not submitted(proc.stdout + proc.stderr)
+
+
+def test_failed_job_is_retried_with_more_memory_and_runtime(cluster, tmp_path):
+    proc = run(tmp_path, {}, snakefile=REPO / "tests/slurm/retry/Snakefile")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-4000:]
+    assert "Trying to restart job" in text or "restart" in text.lower()
+    # Snakemake clears a failed attempt's log; the successful one saw doubled resources
+    assert (tmp_path / "flaky.log").read_text().splitlines() == ["attempt 2 mem_mb=4000 runtime=40"]
+    jobs = sorted(submitted(text))
+    assert len(jobs) == 2
+    first, second = (scontrol(j) for j in jobs)
+    assert "JobState=FAILED" in first and "JobState=COMPLETED" in second
+    assert "MinMemoryNode=2000M" in first and "MinMemoryNode=4000M" in second
+    assert "TimeLimit=00:20:00" in first and "TimeLimit=00:40:00" in second
