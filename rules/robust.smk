@@ -42,7 +42,7 @@ rule negative_audio:
     params:
         # Recorded in Snakemake's metadata: a changed level, colour or seed
         # reruns exactly the affected clips (rerun trigger "params").
-        settings=vars(NEG_SETTINGS),
+        settings=lambda w: NEG_SETTINGS.relevant(w.negtype),
     run:
         from avsrobust.workflow_jobs import negative_job
 

@@ -185,3 +185,10 @@ def test_noise_file_level_survives_int16_quantisation(tmp_path):
     )
     samples, rate = read_wav(tmp_path / "n.wav")
     assert rate == 16000 and abs(rms_dbfs(samples) - -40.0) < 0.05
+
+
+def test_relevant_settings_per_type():
+    s = NegativeSettings(seed=4, noise_colour="pink", noise_level_dbfs=-25.0)
+    assert s.relevant("noise") == {"seed": 4, "noise_colour": "pink", "noise_level_dbfs": -25.0}
+    assert s.relevant("silence") == {"seed": 4, "silence_dither_dbfs": None}
+    assert NegativeSettings(**s.relevant("noise")) == s

@@ -40,6 +40,15 @@ class NegativeSettings:
             silence_dither_dbfs=None if dither is None else float(dither),
         )
 
+    def relevant(self, negtype: str) -> dict:
+        """The settings that shape ``negtype`` clips (a change reruns only those)."""
+        keys = {
+            "silence": ("seed", "silence_dither_dbfs"),
+            "noise": ("seed", "noise_colour", "noise_level_dbfs"),
+            "offscreen": (),
+        }[negtype]
+        return {k: getattr(self, k) for k in keys}
+
 
 def dbfs_to_rms(level_dbfs: float) -> float:
     """RMS amplitude for a level in dBFS, full scale = amplitude 1.0 (square wave = 0 dBFS)."""

@@ -149,14 +149,3 @@ def read_plan(path: str | Path) -> dict[tuple[str, str], tuple[str, str]]:
         for row in reader:
             out[(row["split"], row["video"])] = (row["donor"], row["donor_category"])
     return out
-
-
-def lookup(path: str | Path, split: str, video: str) -> tuple[str, str]:
-    """Donor of one clip, scanning the plan without building the whole mapping."""
-    key = f"{split}\t{video}\t"
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith(key):
-                cells = line.rstrip("\n").split("\t")
-                return cells[4], cells[5]
-    raise InputError(path, f"no off-screen donor planned for {split}/{video}")
