@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--skip-loop", action="store_true")
+    ap.add_argument(
+        "--snakemake-args", default="", help="extra flags for (b), e.g. '--drop-metadata'"
+    )
     args = ap.parse_args(argv)
 
     out = args.out.resolve()
@@ -173,12 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     work_b = out / "work_b"
     shutil.rmtree(work_b, ignore_errors=True)
     cfg_b = write_config(out / "config_b.json", root, ["s4"])
-    wf_s, wf_out, wf_kib = run_snakemake(work_b, cfg_b, "--cores", "2", "--quiet", "rules")
+    extra = args.snakemake_args.split()
+    wf_s, wf_out, wf_kib = run_snakemake(work_b, cfg_b, "--cores", "2", "--quiet", "rules", *extra)
     wf_jobs = job_count(wf_out)
 
     figures = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "s4_videos": n_s4,
+        "snakemake_args": extra,
         "dry_run": {
             "seconds": dry_s,
             "jobs": dry_jobs,
@@ -227,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             f"(b)/(c) = {figures['ratio_workflow_over_loop']:.2f}  target <= 2; "
             f"same bytes: {figures['loop_and_workflow_same_bytes']}"
         )
-    (out / "robust_pipeline.json").write_text(json.dumps(figures, indent=2) + "\n")
+    name = "robust_pipeline" + ("_" + "_".join(a.strip("-") for a in extra) if extra else "")
+    (out / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 
