@@ -8,6 +8,7 @@ snakemake -n                               # inspect the DAG
 
 include: "rules/common.smk"
 include: "rules/synthetic.smk"
+include: "rules/inputs.smk"
 include: "rules/robust.smk"
 include: "rules/features.smk"
 

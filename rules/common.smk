@@ -126,7 +126,7 @@ def feature_inputs(wildcards):
 
 
 def all_targets():
-    targets = []
+    targets = [f"results/inputs/{ds}.check.tsv" for ds in DATASETS]
     for ds in DATASETS:
         for sp in SPLITS:
             if NEGATIVES:
