@@ -1,0 +1,255 @@
+"""Decode AVSBench frames and masks once into a compact, memory-mapped cache.
+
+Why: a training epoch would otherwise decode 5 PNG frames and up to 5 PNG masks
+per clip, every epoch, in every worker. The cache holds, per (dataset, split):
+
+- ``frames.npy`` uint8 [N, 5, S, S, 3]: RGB frames resized bilinearly to S;
+- ``masks.npy``  uint8 [N, 5, S, S]: 1 = sounding object, 0 = background,
+  :data:`IGNORE` (255) on every pixel of a frame without annotation (S4 train
+  frames 2-5), so "no annotation" can never be mistaken for "empty mask";
+- ``index.tsv``: ``row, video, category, split`` in the order of ``clips``.
+
+Files are plain ``.npy`` (no pickle), written through ``open_memmap`` under
+temporary names and renamed at the end (``index.tsv`` last), so a killed job
+leaves no cache a rerun would trust, and the same inputs give the same bytes.
+This module does not import torch: the cache job stays light.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.format import open_memmap
+from PIL import Image
+
+from .atomic import atomic_path
+from .errors import InputError
+from .layout import Clip, annotated_frames, frame_png, mask_png
+
+N_FRAMES = 5
+IGNORE = 255  #: mask value of frames without annotation
+FRAMES_FILE = "frames.npy"
+MASKS_FILE = "masks.npy"
+INDEX_FILE = "index.tsv"
+INDEX_COLUMNS = ("row", "video", "category", "split")
+
+
+def cache_dir(results: str | Path, dataset: str, split: str) -> Path:
+    """Where the workflow keeps the cache of one (dataset, split)."""
+    return Path(results) / "frame_cache" / dataset / split
+
+
+def _open_image(path: Path) -> Image.Image:
+    """Fully decoded image, or InputError naming the file (missing, truncated, not an image)."""
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: truncated files fail here, not later
+            return img
+    except FileNotFoundError:
+        raise InputError(path, "image file is missing") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise InputError(path, f"unreadable image ({exc})") from None
+
+
+def load_frame(path: str | Path, size: int) -> np.ndarray:
+    """uint8 [size, size, 3] RGB, resized bilinearly (PIL) when the file differs."""
+    img = _open_image(Path(path)).convert("RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def load_mask(path: str | Path, size: int) -> np.ndarray:
+    """uint8 [size, size] in {0, 1}: any nonzero pixel (or palette index) is foreground.
+
+    AVSBench masks come as 0/255 greyscale or as palette images (index 0 =
+    background); RGB(A) masks count a pixel as foreground when any colour
+    channel is nonzero (alpha ignored). Resized nearest-neighbour, so the mask
+    stays binary.
+    """
+    img = _open_image(Path(path))
+    if img.mode == "P":
+        arr = np.asarray(img)
+    elif img.mode == "PA":
+        arr = np.asarray(img)[..., 0]
+    elif img.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(img)
+    else:  # RGB, RGBA, LA, CMYK, ...
+        arr = np.asarray(img.convert("RGB")).any(axis=-1)
+    binary = (arr != 0).astype(np.uint8)
+    if binary.shape != (size, size):
+        resized = Image.fromarray(binary).resize((size, size), Image.Resampling.NEAREST)
+        binary = np.asarray(resized, dtype=np.uint8)
+    return binary
+
+
+def load_clip(root: str | Path, clip: Clip, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frames [5, S, S, 3], masks [5, S, S]) of one clip; IGNORE where not annotated."""
+    frames = np.stack([load_frame(frame_png(root, clip, k), size) for k in range(1, N_FRAMES + 1)])
+    masks = np.full((N_FRAMES, size, size), IGNORE, dtype=np.uint8)
+    for k in annotated_frames(clip):
+        masks[k - 1] = load_mask(mask_png(root, clip, k), size)
+    return frames, masks
+
+
+def _decoded(
+    root: str | Path, clips: Sequence[Clip], size: int, workers: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Clips in order; with workers > 1, a bounded window decodes ahead in threads
+    (PIL releases the GIL while decoding), so memory stays flat for any split."""
+    if workers <= 1:
+        for clip in clips:
+            yield load_clip(root, clip, size)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="frame_cache")
+    try:
+        todo = iter(clips)
+        window: deque[Future] = deque()
+        for clip in todo:
+            window.append(pool.submit(load_clip, root, clip, size))
+            if len(window) >= 4 * workers:
+                break
+        while window:
+            result = window.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                window.append(pool.submit(load_clip, root, nxt, size))
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _index_text(clips: Sequence[Clip]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    writer.writerow(INDEX_COLUMNS)
+    writer.writerows((row, c.video, c.category, c.split) for row, c in enumerate(clips))
+    return buf.getvalue()
+
+
+def build_cache(
+    root: str | Path,
+    clips: Iterable[Clip],
+    out_dir: str | Path,
+    image_size: int,
+    *,
+    workers: int = 1,
+) -> None:
+    """Write ``frames.npy``, ``masks.npy`` and ``index.tsv`` for ``clips`` to ``out_dir``.
+
+    Rows follow the order of ``clips`` (metadata order). A missing or unreadable
+    PNG raises InputError naming it, and leaves no output and no temporary file.
+    """
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    clips = list(clips)
+    seen: set[tuple[str, str, str]] = set()
+    for clip in clips:
+        key = (clip.dataset, clip.split, clip.video)
+        if key in seen:
+            raise ValueError(f"video {clip.video!r} appears twice in the clip list")
+        seen.add(key)
+    out = Path(out_dir)
+    n, s = len(clips), image_size
+    # index.tsv is entered first, so it is renamed last: its presence marks a whole cache.
+    with (
+        atomic_path(out / INDEX_FILE) as tmp_index,
+        atomic_path(out / FRAMES_FILE) as tmp_frames,
+        atomic_path(out / MASKS_FILE) as tmp_masks,
+    ):
+        frames = open_memmap(tmp_frames, mode="w+", dtype=np.uint8, shape=(n, N_FRAMES, s, s, 3))
+        masks = open_memmap(tmp_masks, mode="w+", dtype=np.uint8, shape=(n, N_FRAMES, s, s))
+        try:
+            for i, (f, m) in enumerate(_decoded(root, clips, s, workers)):
+                frames[i] = f
+                masks[i] = m
+            frames.flush()
+            masks.flush()
+        finally:
+            del frames, masks  # unmap before the rename (or the unlink on error)
+        tmp_index.write_text(_index_text(clips), encoding="utf-8", newline="")
+
+
+@dataclass(frozen=True)
+class FrameCache:
+    """An opened cache: read-only memory maps plus the row -> video index."""
+
+    frames: np.ndarray  # uint8 [N, 5, S, S, 3], memory-mapped
+    masks: np.ndarray  # uint8 [N, 5, S, S], memory-mapped; IGNORE = not annotated
+    videos: tuple[str, ...]
+    categories: tuple[str, ...]
+    splits: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.frames.shape[2])
+
+
+def read_index(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a cache ``index.tsv``, checked (columns, consecutive 0-based rows)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "frame cache index is missing (build the cache first)")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        if tuple(reader.fieldnames or ()) != INDEX_COLUMNS:
+            raise InputError(
+                path, f"expected columns {list(INDEX_COLUMNS)}, got {reader.fieldnames}"
+            )
+        rows = list(reader)
+    for i, row in enumerate(rows):
+        if row["row"] != str(i):
+            raise InputError(path, f"row number {row['row']!r}, expected {i}", i + 2)
+    return rows
+
+
+def _load_array(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise InputError(path, "frame cache file is missing (build the cache first)")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"not a readable .npy file ({exc})") from None
+
+
+def open_cache(out_dir: str | Path) -> FrameCache:
+    """Memory-map a cache written by :func:`build_cache` and check it is consistent."""
+    out = Path(out_dir)
+    rows = read_index(out / INDEX_FILE)
+    frames = _load_array(out / FRAMES_FILE)
+    masks = _load_array(out / MASKS_FILE)
+    n = len(rows)
+    if (
+        frames.dtype != np.uint8
+        or frames.ndim != 5
+        or frames.shape[0] != n
+        or frames.shape[1] != N_FRAMES
+        or frames.shape[2] != frames.shape[3]
+        or frames.shape[4] != 3
+    ):
+        raise InputError(
+            out / FRAMES_FILE,
+            f"expected uint8 [{n}, {N_FRAMES}, S, S, 3], got {frames.dtype} {frames.shape}",
+        )
+    if masks.dtype != np.uint8 or masks.shape != frames.shape[:4]:
+        raise InputError(
+            out / MASKS_FILE,
+            f"expected uint8 {list(frames.shape[:4])}, got {masks.dtype} {masks.shape}",
+        )
+    return FrameCache(
+        frames=frames,
+        masks=masks,
+        videos=tuple(r["video"] for r in rows),
+        categories=tuple(r["category"] for r in rows),
+        splits=tuple(r["split"] for r in rows),
+    )
