@@ -1,0 +1,525 @@
+"""Segmentation metrics for AVSBench and AVSBench-Robust (docs/domain.md section 5).
+
+This module is the single definition of every number the workflow reports. All functions
+are pure and vectorised torch code that runs on the device of their inputs; the meters
+accumulate in float64 on that device, never keep a reference to an input, and so can stream
+over a whole dataset batch by batch.
+
+Conventions (shared by every function here)
+-------------------------------------------
+* ``logits``: float tensor ``[N, H, W]`` or ``[N, 1, H, W]`` (raw model output).
+* A pixel is **foreground** when ``sigmoid(logit) > 0.5``, computed exactly as ``logit > 0``.
+  A logit of exactly 0 (probability 0.5) is background. (Float32 ``sigmoid`` rounds to 0.5 for
+  ``|logit| < ~6e-8``; the comparison on the logit is the exact form of the definition.)
+* ``gt``: ground-truth masks ``[N, H, W]`` or ``[N, 1, H, W]``, values 0/1 (bool, integer or
+  float); any other value is rejected with ``ValueError``.
+* ``valid``: optional bool ``[N]``; only frames with ``valid[i]`` are annotated and counted.
+
+Definitions (``DEFINITION`` / ``METRICS_VERSION`` are written into every summary)
+-----------------------------------------------------------------------------------
+* **IoU** of a frame with prediction P and ground truth G (AVSBench semantics):
+  ``|P & G| / |P | G|`` when G is non-empty; when G is empty ``1 - |P| / (H * W)``
+  (so empty G and empty P give 1, empty G and full P give 0). The published code adds
+  ``1e-7`` to the union; this module divides exactly (difference < 1e-7).
+* **mIoU** = mean of the frame IoUs over all annotated frames of the whole set (not a mean
+  of per-batch means).
+* **F-score** (beta^2 = 0.3, AVSBench ``Eval_Fmeasure`` / ``_eval_pr``): probabilities
+  ``p = sigmoid(logit)`` in float32 and thresholds ``torch.linspace(0, 1 - 1e-10, 255)``
+  (float32, so the last threshold is 1.0), a pixel is predicted at threshold t when
+  ``p >= t``. Frames whose ground truth is empty are skipped. For a frame and threshold:
+  ``precision = TP / (TP + FP + 1e-20)``, ``recall = TP / (TP + FN + 1e-20)`` (the published
+  epsilons), ``F = (1 + b2) P R / (b2 P + R)`` with ``nan -> 0``. Counts are exact integers and
+  P, R, F are computed in float64.
+
+  - ``dataset`` variant (default): mean F curve over ALL non-empty-GT annotated frames of the
+    set, then the max over thresholds. Independent of batching.
+  - ``avsbench`` variant (the published evaluation): for each batch (one ``update`` call) the
+    mean F curve over the batch's non-empty-GT frames and its max over thresholds; the result
+    is the mean of these maxima over batches. It depends on the batch size, which the meter
+    records. As in the published code, a batch whose annotated frames all have empty ground
+    truth contributes 0 (its score curve stays at zeros); a batch with no annotated frame at
+    all is not a batch and is ignored.
+* **FPR** (one negative audio type, correct answer = empty mask) = mean over frames of the
+  predicted-foreground pixel fraction ``|P| / (H * W)``. **Non-empty rate** = share of frames
+  whose predicted mask has at least one foreground pixel.
+* **G-metrics**: ``FPR_neg`` = mean of the FPRs of the negative types given;
+  ``G-mIoU = sqrt(mIoU_pos * (1 - FPR_neg))``, ``G-F = sqrt(F_pos * (1 - FPR_neg))``; the same
+  with each type's own FPR gives the per-type values. (The paper's exact formula is not
+  public; this is the project's definition.)
+* **Visual-bias diagnostic**: mIoU of the predictions under negative audio against the
+  ORIGINAL (positive) masks; high = the model segments the visible object anyway. It is the
+  ordinary mIoU with the original masks (:func:`visual_bias_miou`).
+
+Empty meters return ``nan``; :func:`summarise` writes ``nan`` as ``None`` (JSON ``null``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+__all__ = [
+    "BETA2",
+    "DEFINITION",
+    "F_VARIANTS",
+    "METRICS_VERSION",
+    "N_THRESHOLDS",
+    "PR_EPS",
+    "FPRMeter",
+    "FScoreMeter",
+    "IoUMeter",
+    "fg_fraction",
+    "frame_iou",
+    "fscore",
+    "fscore_curve",
+    "fscore_from_curve",
+    "g_metrics",
+    "miou",
+    "summarise",
+    "thresholds",
+    "visual_bias_miou",
+]
+
+METRICS_VERSION = "1"
+BETA2 = 0.3
+N_THRESHOLDS = 255
+PR_EPS = 1e-20
+F_VARIANTS = ("dataset", "avsbench")
+DEFINITION = (
+    "domain.md section 5, metrics v1: foreground = logit > 0 (sigmoid > 0.5); AVSBench IoU "
+    "(empty GT: 1 - predicted fraction), mIoU over all annotated frames of the set; "
+    "F beta2=0.3, 255 thresholds linspace(0, 1-1e-10) on sigmoid (p >= t), empty-GT frames "
+    "skipped, {variant} curve; FPR = mean predicted-foreground pixel fraction; "
+    "G = sqrt(metric_pos * (1 - mean FPR over negative types))"
+)
+_VARIANT_TEXT = {
+    "dataset": "dataset-mean curve then max",
+    "avsbench": "per-batch max of batch-mean curve, averaged over batches (batch-size dependent)",
+}
+
+
+# --------------------------------------------------------------------------- input handling
+def _frames(x: torch.Tensor, name: str) -> torch.Tensor:
+    """``[N, H, W]`` view of ``[N, H, W]`` or ``[N, 1, H, W]``."""
+    if x.dim() == 4 and x.shape[1] == 1:
+        return x[:, 0]
+    if x.dim() != 3:
+        raise ValueError(f"{name} must be [N, H, W] or [N, 1, H, W], got {tuple(x.shape)}")
+    return x
+
+
+def _gt_bool(gt: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    gt = _frames(gt, "gt")
+    if gt.shape != shape:
+        raise ValueError(f"gt shape {tuple(gt.shape)} != logits shape {tuple(shape)}")
+    if gt.dtype == torch.bool:
+        return gt
+    if bool(((gt != 0) & (gt != 1)).any()):
+        raise ValueError("gt must be binary (0/1)")
+    return gt != 0
+
+
+def _valid_bool(valid: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
+    if valid is None:
+        return None
+    valid = torch.as_tensor(valid, device=device)
+    if valid.shape != (n,):
+        raise ValueError(f"valid must have shape [{n}], got {tuple(valid.shape)}")
+    return valid.to(torch.bool)
+
+
+def _select(
+    logits: torch.Tensor, gt: torch.Tensor | None, valid: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Frames view of logits (and bool gt), restricted to the valid frames."""
+    logits = _frames(logits, "logits")
+    g = None if gt is None else _gt_bool(gt, logits.shape)
+    v = _valid_bool(valid, logits.shape[0], logits.device)
+    if v is not None:
+        logits = logits[v]
+        g = None if g is None else g[v]
+    return logits, g
+
+
+def thresholds(device: torch.device | str | None = None) -> torch.Tensor:
+    """The published 255 thresholds ``torch.linspace(0, 1 - 1e-10, 255)`` in float32."""
+    th = torch.linspace(0, 1 - 1e-10, N_THRESHOLDS, dtype=torch.float32)
+    return th if device is None else th.to(device)
+
+
+# ----------------------------------------------------------------------------- per frame
+def fg_fraction(logits: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Predicted-foreground pixel fraction ``|P| / (H * W)`` per (valid) frame, float64 ``[N]``."""
+    lg, _ = _select(logits, None, valid)
+    pred = (lg > 0).flatten(1)
+    return pred.sum(1, dtype=torch.float64) / float(max(pred.shape[1], 1))
+
+
+def frame_iou(
+    logits: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """AVSBench IoU of each (valid) frame, float64 ``[N]``.
+
+    ``|P & G| / |P | G|`` with ``P = logit > 0``; for an empty G the IoU is
+    ``1 - |P| / (H * W)`` (empty G and empty P -> 1).
+    """
+    lg, g = _select(logits, gt, valid)
+    pred = (lg > 0).flatten(1)
+    g = g.flatten(1)
+    n_pix = float(pred.shape[1])
+    inter = (pred & g).sum(1, dtype=torch.float64)
+    union = (pred | g).sum(1, dtype=torch.float64)
+    gt_count = g.sum(1, dtype=torch.float64)
+    pred_count = pred.sum(1, dtype=torch.float64)
+    empty = gt_count == 0
+    # union >= |G| >= 1 for non-empty G, so the division is safe where it is used.
+    iou = inter / union.clamp_min(1.0)
+    return torch.where(empty, 1.0 - pred_count / n_pix, iou)
+
+
+def _pr_counts(
+    lg: torch.Tensor, g: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per frame and threshold: predicted count, TP (float64 ``[N, 255]``) and |G| (``[N, 1]``).
+
+    Uses a histogram of "how many thresholds each pixel passes" instead of 255 masks, so the
+    memory is O(N * H * W) whatever the number of thresholds; counts are exact.
+    """
+    n = lg.shape[0]
+    prob = torch.sigmoid(lg.to(torch.float32)).flatten(1).contiguous()
+    th = thresholds(lg.device)
+    # k = #{i : th[i] <= p}: the pixel is predicted at thresholds 0..k-1.
+    k = torch.searchsorted(th, prob, right=True)  # [N, HW] in 0..255
+    nb = N_THRESHOLDS + 1
+    idx = (k + nb * torch.arange(n, device=lg.device).unsqueeze(1)).flatten()
+    gflat = g.flatten(1)
+    hist_all = torch.bincount(idx, minlength=n * nb).view(n, nb).to(torch.float64)
+    hist_tp = (
+        torch.bincount(idx, weights=gflat.flatten().to(torch.float64), minlength=n * nb)
+        .view(n, nb)
+        .to(torch.float64)
+    )
+    # count at threshold i = #{pixels with k > i} = reverse cumulative sum from k = i + 1.
+    pred_count = hist_all.flip(1).cumsum(1).flip(1)[:, 1:]
+    tp = hist_tp.flip(1).cumsum(1).flip(1)[:, 1:]
+    gt_count = gflat.sum(1, dtype=torch.float64).unsqueeze(1)
+    return pred_count, tp, gt_count
+
+
+def fscore_curve(
+    logits: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """F-measure curve of each annotated frame with NON-EMPTY ground truth, ``[N_nonempty, 255]``.
+
+    ``precision = TP / (|P_t| + 1e-20)``, ``recall = TP / (|G| + 1e-20)``,
+    ``F = 1.3 P R / (0.3 P + R)``, ``nan -> 0``; ``P_t = sigmoid(logit) >= t`` for the 255
+    thresholds of :func:`thresholds`. float64, on the input's device.
+    """
+    lg, g = _select(logits, gt, valid)
+    keep = g.flatten(1).any(1)
+    lg, g = lg[keep], g[keep]
+    if lg.shape[0] == 0:
+        return torch.zeros(0, N_THRESHOLDS, dtype=torch.float64, device=lg.device)
+    pred_count, tp, gt_count = _pr_counts(lg, g)
+    prec = tp / (pred_count + PR_EPS)
+    rec = tp / (gt_count + PR_EPS)
+    f = (1 + BETA2) * prec * rec / (BETA2 * prec + rec)
+    return torch.nan_to_num(f, nan=0.0)
+
+
+def fscore_from_curve(curve_sum: torch.Tensor, count: float | torch.Tensor) -> float:
+    """Max over thresholds of the mean curve ``curve_sum / count`` (``nan`` when count is 0)."""
+    count = float(count)
+    if count == 0:
+        return math.nan
+    return float((curve_sum / count).max())
+
+
+# ------------------------------------------------------------------------------- meters
+class IoUMeter:
+    """Streaming mIoU: sum of frame IoUs and number of annotated frames (float64).
+
+    ``compute()`` = mean frame IoU over every annotated frame seen (``nan`` if none).
+    """
+
+    def __init__(self) -> None:
+        self._sum: torch.Tensor | None = None
+        self._count: torch.Tensor | None = None
+
+    def update(
+        self, logits: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> None:
+        with torch.no_grad():
+            iou = frame_iou(logits.detach(), gt.detach(), valid)
+            s, c = iou.sum(), torch.tensor(iou.shape[0], dtype=torch.float64, device=iou.device)
+        if self._sum is None:
+            self._sum, self._count = s, c
+        else:
+            self._sum, self._count = self._sum + s, self._count + c
+
+    @property
+    def n_frames(self) -> int:
+        return 0 if self._count is None else int(self._count)
+
+    def compute(self) -> float:
+        if self._count is None or float(self._count) == 0:
+            return math.nan
+        return float(self._sum / self._count)
+
+
+class FScoreMeter:
+    """Streaming F-score (beta^2 = 0.3, 255 thresholds) in the ``dataset`` or ``avsbench`` variant.
+
+    ``dataset``: keeps the sum of frame curves and the frame count; result = max over
+    thresholds of the dataset-mean curve (independent of batching).
+    ``avsbench``: each ``update`` call is one batch; keeps the sum of per-batch maxima and the
+    number of batches, and records the batch sizes (annotated frames per call). See the module
+    docstring for the empty-batch rule.
+    """
+
+    def __init__(self, variant: str = "dataset") -> None:
+        if variant not in F_VARIANTS:
+            raise ValueError(f"variant must be one of {F_VARIANTS}, got {variant!r}")
+        self.variant = variant
+        self._curve_sum: torch.Tensor | None = None
+        self._count: torch.Tensor | None = None  # frames (dataset) / batches (avsbench)
+        self._max_sum: torch.Tensor | None = None
+        self.batch_sizes: list[int] = []
+        self.n_frames_nonempty = 0
+
+    def update(
+        self, logits: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> None:
+        with torch.no_grad():
+            lg = _frames(logits.detach(), "logits")
+            n_annotated = (
+                lg.shape[0] if valid is None else int(torch.as_tensor(valid).to(torch.bool).sum())
+            )
+            curve = fscore_curve(lg, gt.detach(), valid)
+            dev = curve.device
+            self.n_frames_nonempty += curve.shape[0]
+            if self.variant == "dataset":
+                s = curve.sum(0)
+                c = torch.tensor(curve.shape[0], dtype=torch.float64, device=dev)
+                if self._curve_sum is None:
+                    self._curve_sum, self._count = s, c
+                else:
+                    self._curve_sum, self._count = self._curve_sum + s, self._count + c
+                self.batch_sizes.append(n_annotated)
+                return
+            if n_annotated == 0:
+                return
+            if curve.shape[0] == 0:
+                m = torch.zeros((), dtype=torch.float64, device=dev)  # published: zeros curve
+            else:
+                m = curve.mean(0).max()
+            one = torch.ones((), dtype=torch.float64, device=dev)
+            if self._max_sum is None:
+                self._max_sum, self._count = m, one
+            else:
+                self._max_sum, self._count = self._max_sum + m, self._count + one
+            self.batch_sizes.append(n_annotated)
+
+    @property
+    def n_batches(self) -> int:
+        return len(self.batch_sizes)
+
+    def compute(self) -> float:
+        if self._count is None or float(self._count) == 0:
+            return math.nan
+        if self.variant == "dataset":
+            return fscore_from_curve(self._curve_sum, self._count)
+        return float(self._max_sum / self._count)
+
+    def info(self) -> dict[str, Any]:
+        """JSON-friendly description: variant, value and (``avsbench``) batch bookkeeping."""
+        out: dict[str, Any] = {
+            "variant": self.variant,
+            "fscore": _json_float(self.compute()),
+            "n_frames_nonempty_gt": self.n_frames_nonempty,
+        }
+        if self.variant == "avsbench":
+            sizes = sorted(set(self.batch_sizes))
+            out["n_batches"] = self.n_batches
+            out["batch_size"] = sizes[-1] if sizes else None
+            out["batch_sizes"] = sizes
+        return out
+
+
+class FPRMeter:
+    """Streaming false-positive rate under one negative audio type (correct mask: empty).
+
+    ``compute()`` -> ``{"fpr": mean predicted-foreground pixel fraction over frames,
+    "nonempty_rate": share of frames with any predicted foreground, "n_frames": int}``.
+    ``gt`` is accepted for a uniform signature and ignored (the target is empty by definition).
+    """
+
+    def __init__(self) -> None:
+        self._frac_sum: torch.Tensor | None = None
+        self._nonempty: torch.Tensor | None = None
+        self._count: torch.Tensor | None = None
+
+    def update(
+        self,
+        logits: torch.Tensor,
+        gt: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+    ) -> None:
+        del gt
+        with torch.no_grad():
+            frac = fg_fraction(logits.detach(), valid)
+            f = frac.sum()
+            ne = (frac > 0).sum(dtype=torch.float64)
+            c = torch.tensor(frac.shape[0], dtype=torch.float64, device=frac.device)
+        if self._count is None:
+            self._frac_sum, self._nonempty, self._count = f, ne, c
+        else:
+            self._frac_sum = self._frac_sum + f
+            self._nonempty = self._nonempty + ne
+            self._count = self._count + c
+
+    @property
+    def n_frames(self) -> int:
+        return 0 if self._count is None else int(self._count)
+
+    def compute(self) -> dict[str, Any]:
+        n = self.n_frames
+        if n == 0:
+            return {"fpr": math.nan, "nonempty_rate": math.nan, "n_frames": 0}
+        return {
+            "fpr": float(self._frac_sum / self._count),
+            "nonempty_rate": float(self._nonempty / self._count),
+            "n_frames": n,
+        }
+
+
+# ---------------------------------------------------------------------------- one-shot
+def miou(logits: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None) -> float:
+    """mIoU of one tensor of frames (see :class:`IoUMeter` for streaming)."""
+    m = IoUMeter()
+    m.update(logits, gt, valid)
+    return m.compute()
+
+
+def fscore(
+    logits: torch.Tensor,
+    gt: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    variant: str = "dataset",
+    batch_size: int | None = None,
+) -> float:
+    """F-score of one tensor of frames; ``avsbench`` splits it into batches of ``batch_size``."""
+    m = FScoreMeter(variant)
+    n = _frames(logits, "logits").shape[0]
+    step = n if (batch_size is None or variant == "dataset") else int(batch_size)
+    lg, g = _frames(logits, "logits"), _frames(gt, "gt")
+    for i in range(0, n, max(step, 1)):
+        v = None if valid is None else torch.as_tensor(valid)[i : i + step]
+        m.update(lg[i : i + step], g[i : i + step], v)
+    return m.compute()
+
+
+def visual_bias_miou(
+    logits_negative: torch.Tensor,
+    original_gt: torch.Tensor,
+    valid: torch.Tensor | None = None,
+) -> float:
+    """Visual-bias diagnostic: mIoU of predictions made under NEGATIVE audio, scored against
+    the ORIGINAL (positive-audio) masks of the same frames.
+
+    It is exactly :func:`miou` with the original masks (stream with :class:`IoUMeter` the
+    same way). High values mean the model segments the visible object although it is silent.
+    """
+    return miou(logits_negative, original_gt, valid)
+
+
+# ----------------------------------------------------------------------------- G-metrics
+def _check_unit(name: str, x: float) -> float:
+    x = float(x)
+    if not (0.0 <= x <= 1.0):
+        raise ValueError(f"{name} must be in [0, 1], got {x}")
+    return x
+
+
+def g_metrics(
+    miou_pos: float, f_pos: float | None, fpr_by_type: Mapping[str, float]
+) -> dict[str, Any]:
+    """G-mIoU and G-F from positive metrics and the FPR of each negative type.
+
+    ``FPR_neg = mean(fpr_by_type.values())``; ``g_miou = sqrt(miou_pos * (1 - FPR_neg))``;
+    ``g_f = sqrt(f_pos * (1 - FPR_neg))`` (``None`` when ``f_pos`` is ``None``);
+    ``per_type[t]`` uses FPR of type t alone.
+    """
+    if not fpr_by_type:
+        raise ValueError("fpr_by_type must name at least one negative type")
+    m = _check_unit("miou_pos", miou_pos)
+    f = None if f_pos is None else _check_unit("f_pos", f_pos)
+    fprs = {str(t): _check_unit(f"fpr[{t}]", v) for t, v in fpr_by_type.items()}
+
+    def pair(fpr: float) -> dict[str, Any]:
+        keep = 1.0 - fpr
+        return {
+            "fpr": fpr,
+            "g_miou": math.sqrt(m * keep),
+            "g_f": None if f is None else math.sqrt(f * keep),
+        }
+
+    fpr_neg = sum(fprs.values()) / len(fprs)
+    out = pair(fpr_neg)
+    return {
+        "g_miou": out["g_miou"],
+        "g_f": out["g_f"],
+        "fpr_negative": fpr_neg,
+        "negative_types": sorted(fprs),
+        "per_type": {t: pair(v) for t, v in sorted(fprs.items())},
+    }
+
+
+# ------------------------------------------------------------------------------ summary
+def _json_float(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def summarise(
+    iou: IoUMeter,
+    fscore_meter: FScoreMeter | None = None,
+    fpr_by_type: Mapping[str, FPRMeter] | None = None,
+    visual_bias_by_type: Mapping[str, IoUMeter] | None = None,
+) -> dict[str, Any]:
+    """JSON-friendly summary of one evaluation, stating the definitions it used.
+
+    ``positive``: mIoU (and F) under the original audio; ``negative[type]``: FPR, non-empty
+    rate and (if given) the visual-bias mIoU; ``g``: :func:`g_metrics` when negatives are given
+    and the positive metrics exist. ``nan`` (empty meter) is written as ``None``.
+    """
+    variant = fscore_meter.variant if fscore_meter is not None else "dataset"
+    out: dict[str, Any] = {
+        "metrics_version": METRICS_VERSION,
+        "definition": DEFINITION.format(variant=_VARIANT_TEXT[variant]),
+        "positive": {"miou": _json_float(iou.compute()), "n_frames": iou.n_frames},
+    }
+    f_val = None
+    if fscore_meter is not None:
+        info = fscore_meter.info()
+        out["positive"]["fscore"] = info.pop("fscore")
+        out["positive"]["fscore_variant"] = info.pop("variant")
+        out["positive"].update({f"fscore_{k}": v for k, v in info.items()})
+        f_val = out["positive"]["fscore"]
+    negative: dict[str, Any] = {}
+    for t, meter in sorted((fpr_by_type or {}).items()):
+        r = meter.compute()
+        negative[t] = {
+            "fpr": _json_float(r["fpr"]),
+            "nonempty_rate": _json_float(r["nonempty_rate"]),
+            "n_frames": r["n_frames"],
+        }
+    for t, meter in sorted((visual_bias_by_type or {}).items()):
+        negative.setdefault(t, {})["visual_bias_miou"] = _json_float(meter.compute())
+    out["negative"] = negative
+    fprs = {t: v["fpr"] for t, v in negative.items() if v.get("fpr") is not None}
+    m_pos = out["positive"]["miou"]
+    out["g"] = g_metrics(m_pos, f_val, fprs) if (fprs and m_pos is not None) else None
+    return out
