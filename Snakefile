@@ -11,6 +11,7 @@ include: "rules/synthetic.smk"
 include: "rules/inputs.smk"
 include: "rules/robust.smk"
 include: "rules/features.smk"
+include: "rules/training.smk"
 
 
 localrules:

@@ -63,6 +63,7 @@ wildcard_constraints:
     split="train|val|test",
     negtype="silence|noise|offscreen",
     condition="positive|silence|noise|offscreen",
+    experiment="[A-Za-z0-9_]+",
     data="Single-source/s4_data|Multi-sources/ms3_data",
     item=r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)?",
 
@@ -125,6 +126,44 @@ def feature_inputs(wildcards):
     return condition_wavs(wildcards.dataset, wildcards.split, wildcards.condition)
 
 
+EXPERIMENTS = config["experiments"]
+# Training needs train and val splits; it is part of `all` when both are configured.
+TRAINING = bool(EXPERIMENTS) and {"train", "val"} <= set(SPLITS)
+TRAIN_CONDITIONS = ["positive", *NEGATIVES]
+
+
+def training_config(dataset, experiment):
+    """The science of one training run: shared settings + the experiment's overrides."""
+    cfg = {k: v for k, v in config["training"].items() if k != "gpus"}
+    cfg.update(EXPERIMENTS[experiment])
+    ratios = cfg.get("negative_ratios", {})
+    unknown = sorted(set(ratios) - set(NEGATIVES))
+    if unknown:
+        raise WorkflowError(
+            f"experiments.{experiment}.negative_ratios: {unknown} not in negatives {NEGATIVES}"
+        )
+    cfg["seed"] = config["seed"]
+    cfg["negatives"] = NEGATIVES
+    cfg["dataset"] = dataset
+    return cfg
+
+
+def training_inputs(wildcards):
+    """Frame caches and features of the train and val splits."""
+    files = {}
+    for split in ("train", "val"):
+        for name in ("frames", "masks", "index"):
+            ext = "tsv" if name == "index" else "npy"
+            files[f"{split}_{name}"] = (
+                f"results/frame_cache/{wildcards.dataset}/{split}/{name}.{ext}"
+            )
+        for cond in TRAIN_CONDITIONS:
+            files[f"{split}_{cond}"] = (
+                f"results/features/{wildcards.dataset}/{split}/{cond}.npy"
+            )
+    return files
+
+
 def all_targets():
     targets = [f"results/inputs/{ds}.check.tsv" for ds in DATASETS]
     for ds in DATASETS:
@@ -132,4 +171,6 @@ def all_targets():
             if NEGATIVES:
                 targets.append(f"results/robust/{ds}/{sp}.manifest.tsv")
             targets += [f"results/features/{ds}/{sp}/{c}.npy" for c in CONDITIONS]
+        if TRAINING:
+            targets += [f"results/models/{ds}/{e}/final.pt" for e in EXPERIMENTS]
     return targets

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.workflow
 
 TINY = {
     "seed": 3,
+    "training": {"epochs": 1, "image_size": 32, "batch_size": 2},
     "synthetic": {
         "image_size": 32,
         "s4_videos": {"train": 4, "val": 2, "test": 3},

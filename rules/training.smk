@@ -1,0 +1,48 @@
+rule frame_cache:
+    """Frames and masks of one (dataset, split), decoded once into uint8 arrays."""
+    input:
+        meta=lambda w: metadata_files(w.dataset),
+        checked="results/inputs/{dataset}.check.tsv",
+    output:
+        frames="results/frame_cache/{dataset}/{split}/frames.npy",
+        masks="results/frame_cache/{dataset}/{split}/masks.npy",
+        index="results/frame_cache/{dataset}/{split}/index.tsv",
+    log:
+        "logs/frame_cache/{dataset}/{split}.log",
+    benchmark:
+        "results/benchmarks/frame_cache/{dataset}/{split}.tsv"
+    conda:
+        "../envs/audio.yaml"
+    params:
+        root=DATA_ROOT,
+        avss=AVSS,
+        image_size=config["training"]["image_size"],
+    script:
+        "../workflow_scripts/build_frame_cache.py"
+
+
+rule train:
+    """One model per (dataset, experiment): plain (positives only) or robust.
+
+    Checkpoints go to results/checkpoints/ (not an output, so Snakemake keeps
+    them when the job fails or is preempted); a rerun resumes from them.
+    """
+    input:
+        unpack(training_inputs),
+    output:
+        final="results/models/{dataset}/{experiment}/final.pt",
+        best="results/models/{dataset}/{experiment}/best.pt",
+        metrics="results/models/{dataset}/{experiment}/metrics.tsv",
+    log:
+        "logs/train/{dataset}/{experiment}.log",
+    benchmark:
+        "results/benchmarks/train/{dataset}/{experiment}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    resources:
+        gpu=config["training"]["gpus"],
+    params:
+        cfg=lambda w: training_config(w.dataset, w.experiment),
+        ckpt_dir=lambda w: f"results/checkpoints/{w.dataset}/{w.experiment}",
+    script:
+        "../workflow_scripts/train_model.py"

@@ -1,0 +1,258 @@
+"""Losses and the training loop: gradient on empty targets, outputs that load with
+weights_only=True, exact resume (also after SIGUSR1 preemption), baseline vs robust sampling."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avsrobust import frame_cache as FC
+from avsrobust.data import build_dataset, feature_paths
+from avsrobust.errors import ConfigError
+from avsrobust.losses import av_matching_loss, mask_loss, sounding_loss, total_loss
+from avsrobust.metadata import read_clips
+from avsrobust.models import build_model
+from avsrobust.synthetic import SyntheticConfig, generate
+from avsrobust.train import Preempted, flatten_batch, gate_logits, request_preemption, train
+
+S = 32
+NEGATIVES = ("silence", "noise")
+SMALL = {"name": "small", "classifier": True, "channels": 8, "widths": [8, 8, 16], "audio_dim": 16}
+CFG = {
+    "seed": 3,
+    "epochs": 3,
+    "batch_size": 2,
+    "lr": 0.01,
+    "optimizer": "adamw",
+    "weight_decay": 0.0001,
+    "negative_ratios": {"silence": 0.5, "noise": 0.25},
+    "workers": 0,
+    "model": SMALL,
+    "loss": {"iou_weight": 1.0, "av_weight": 0.5, "classifier_weight": 0.5},
+    "amp": False,
+    "channels_last": False,
+    "gate_with_classifier": False,
+    "dataset": "s4",  # extra workflow keys are ignored
+}
+
+torch.set_num_threads(1)
+
+
+def _write_features(results: Path, split: str, cond: str, clips, arr: np.ndarray) -> None:
+    npy, index = feature_paths(results, "s4", split, cond)
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    np.save(npy, arr.astype(np.float32))
+    with open(index, "w", newline="", encoding="utf-8") as handle:
+        w = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        w.writerow(["row", "video", "category", "path"])
+        for row, c in enumerate(clips):
+            w.writerow([row, c.video, c.category, f"{c.video}.wav"])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """(train_ds, val_ds): synthetic S4 at 32 px, 4 train / 2 val videos, 3 conditions."""
+    base = tmp_path_factory.mktemp("train_data")
+    root, results = base / "avsbench", base / "results"
+    generate(
+        root,
+        SyntheticConfig(seed=0, s4_videos={"train": 4, "val": 2}, image_size=S),
+        datasets=("s4",),
+    )
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        clips = [c for c in read_clips(root, "s4") if c.split == split]
+        FC.build_cache(root, clips, FC.cache_dir(results, "s4", split), S)
+        n = len(clips)
+        _write_features(results, split, "positive", clips, rng.normal(size=(n, 5, 1, 96, 64)))
+        _write_features(results, split, "silence", clips, np.full((n, 5, 1, 96, 64), -4.6))
+        _write_features(results, split, "noise", clips, rng.normal(2, 1, (n, 5, 1, 96, 64)))
+    cfg = {"negatives": list(NEGATIVES)}
+    return build_dataset(cfg, "s4", "train", results), build_dataset(cfg, "s4", "val", results)
+
+
+def run(data, tmp: Path, name: str, **over):
+    out, ckpt = tmp / name / "out", tmp / name / "ckpt"
+    train_ds, val_ds = data
+    on_batch = over.pop("on_batch", None)
+    summary = train({**CFG, **over}, train_ds, val_ds, out, ckpt, "cpu", False, on_batch=on_batch)
+    return summary, out, ckpt
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+@pytest.fixture(scope="module")
+def full(data, tmp_path_factory):
+    """One uninterrupted robust run of 3 epochs: the reference for the resume tests."""
+    return run(data, tmp_path_factory.mktemp("runs"), "full")
+
+
+# ------------------------------------------------------------------------- losses
+def test_mask_loss_has_gradient_on_empty_targets():
+    torch.manual_seed(0)
+    target = torch.zeros(3, 1, 8, 8)
+    valid = torch.ones(3, dtype=torch.bool)
+    logits = torch.randn(3, 1, 8, 8, requires_grad=True)
+    loss = mask_loss(logits, target, valid)
+    loss.backward()
+    assert logits.grad is not None and logits.grad.abs().min() > 0
+    assert (logits.grad > 0).all()  # every pixel is pushed down
+    values = [float(mask_loss(torch.full_like(target, v), target, valid)) for v in (5, 0, -5, -30)]
+    assert values == sorted(values, reverse=True) and values[-1] < 1e-6
+    # the IoU term alone also has gradient on empty targets (unlike Dice)
+    logits.grad = None
+    mask_loss(logits, target, valid, iou_weight=1.0).backward()
+    bce_only = torch.randn(3, 1, 8, 8, requires_grad=True)
+    (mask_loss(bce_only, target, valid) - mask_loss(bce_only, target, valid, kind="bce")).backward()
+    assert bce_only.grad.abs().min() > 0
+
+
+def test_mask_loss_ignores_invalid_frames_and_fits_nonempty_targets():
+    torch.manual_seed(1)
+    target = torch.zeros(4, 1, 8, 8)
+    target[0, 0, 2:5, 2:6] = 1
+    valid = torch.tensor([True, False, True, False])
+    logits = torch.randn(4, 1, 8, 8, requires_grad=True)
+    base = mask_loss(logits, target, valid)
+    other = logits.detach().clone()
+    other[~valid] = torch.randn(2, 1, 8, 8) * 100
+    assert torch.equal(mask_loss(other, target, valid), base.detach())
+    base.backward()
+    assert (logits.grad[~valid] == 0).all() and logits.grad[valid].abs().sum() > 0
+    perfect = (target * 2 - 1) * 30
+    assert float(mask_loss(perfect, target, valid)) < 1e-6
+    none = mask_loss(logits, target, torch.zeros(4, dtype=torch.bool))
+    assert float(none.detach()) == 0.0 and none.requires_grad
+
+
+def test_av_matching_loss_formula():
+    torch.manual_seed(2)
+    v, a = torch.randn(2, 4, 3, 3), torch.randn(2, 4)
+    masks = torch.zeros(2, 1, 6, 6)
+    masks[:, :, :4, :4] = 1.0
+    got = av_matching_loss([(v, a)], masks)
+    m = torch.zeros(2, 1, 3, 3)
+    m[:, :, :2, :2] = 1
+    obj = torch.nn.functional.normalize((v * m).sum((2, 3)) / (m.sum((2, 3)) + 1e-6), dim=1)
+    pa = torch.nn.functional.normalize(a, dim=1).softmax(1)
+    want = (pa * (pa.log() - obj.softmax(1).log())).sum()
+    assert torch.allclose(got, want, atol=1e-6)
+    assert float(av_matching_loss([], masks)) == 0.0
+
+
+def test_sounding_and_total_loss_parts(data):
+    train_ds, _ = data
+    torch.manual_seed(0)
+    batch = torch.utils.data.default_collate([train_ds[0], train_ds[(1, "silence")]])
+    x = flatten_batch(batch, torch.device("cpu"))
+    assert x["frames"].shape == (10, 3, S, S) and x["sounding"].tolist() == [1.0] * 5 + [0.0] * 5
+    out = build_model(SMALL)(x["frames"], x["audio"])
+    loss, parts = total_loss(out, x, CFG)
+    assert set(parts) == {"total", "bce", "iou", "av", "sounding"}
+    assert all(float(v) > 0 for v in parts.values())
+    assert torch.allclose(parts["sounding"], sounding_loss(out["sounding"], x["sounding"]).detach())
+    want = parts["bce"] + parts["iou"] + 0.5 * parts["av"] + 0.5 * parts["sounding"]
+    assert torch.allclose(loss.detach(), want)
+    loss.backward()
+    _, off = total_loss(out, x, {"loss": {"iou_weight": 0.0, "classifier_weight": 0.0}})
+    assert float(off["iou"]) == float(off["av"]) == float(off["sounding"]) == 0.0
+    with pytest.raises(ConfigError, match="unknown"):
+        total_loss(out, x, {"loss": {"dice_weight": 1.0}})
+    gated = gate_logits(out["logits"].detach(), torch.tensor([1.0] * 5 + [-1.0] * 5))
+    assert (gated[5:] < 0).all() and torch.equal(gated[:5], out["logits"].detach()[:5])
+
+
+# ------------------------------------------------------------------------- training
+def test_train_writes_metrics_and_checkpoints(full):
+    summary, out, ckpt = full
+    with open(out / "metrics.tsv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    for r in rows:
+        assert 0.0 <= float(r["val_miou"]) <= 1.0 and int(r["val_frames"]) == 2 * 5
+        for neg in NEGATIVES:
+            assert 0.0 <= float(r[f"val_fpr_{neg}"]) <= 1.0
+        assert int(r["train_items"]) == 4 + 2 + 1  # 4 positives, round(.5*4), round(.25*4)
+        assert r["train_items_silence"] == "2" and r["train_items_noise"] == "1"
+        assert math.isfinite(float(r["train_loss"])) and float(r["train_av"]) > 0
+    assert (out / "metrics.json").is_file()
+    for path in (out / "best.pt", out / "final.pt", ckpt / "last.pt"):
+        ck = torch.load(path, weights_only=True)
+        assert "model" in ck and ck["cfg"]["seed"] == CFG["seed"]
+    last = torch.load(ckpt / "last.pt", weights_only=True)
+    assert last["epoch"] == 3 and len(last["history"]) == 3 and "optimizer" in last
+    assert last["rng"]["sampler_epoch"] == 3
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["score"] == max(float(r["val_miou"]) for r in rows)
+    assert summary["best_epoch"] == best["epoch"] and summary["start_epoch"] == 0
+    assert not list(out.glob(".*.tmp")) and not list(ckpt.glob(".*.tmp"))
+    model = build_model(SMALL)
+    model.load_state_dict(weights(out / "final.pt"))
+
+
+def test_resume_equals_uninterrupted(data, full, tmp_path):
+    _, ref, _ = full
+    first, out, ckpt = run(data, tmp_path, "resumed", epochs=1)
+    assert first["epochs"] == 1
+    one = weights(out / "final.pt")
+    assert any(not torch.equal(one[k], v) for k, v in weights(ref / "final.pt").items())
+    second, out2, _ = run(data, tmp_path, "resumed")
+    assert second["start_epoch"] == 1 and out2 == out
+    assert_same_weights(out / "final.pt", ref / "final.pt")
+    rows = (out / "metrics.tsv").read_text().splitlines()
+    assert len(rows) == 1 + 3
+    with pytest.raises(ConfigError, match="lr"):
+        run(data, tmp_path, "resumed", lr=0.5)
+
+
+def test_baseline_trains_on_positives_only(data, tmp_path):
+    summary, out, _ = run(data, tmp_path, "baseline", epochs=1, negative_ratios={})
+    row = summary["history"][0]
+    assert row["train_items"] == row["train_items_positive"] == 4
+    assert row["train_items_silence"] == row["train_items_noise"] == 0
+    assert "val_fpr_silence" in row and "val_fpr_noise" in row  # still evaluated
+
+
+def test_sigusr1_preempts_then_resumes_exactly(data, full, tmp_path):
+    _, ref, _ = full
+    seen = []
+
+    def on_batch(epoch, index, parts):
+        seen.append((epoch, index))
+        if (epoch, index) == (1, 0):
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    with pytest.raises(Preempted) as err:
+        run(data, tmp_path, "pre", on_batch=on_batch)
+    assert err.value.epoch == 1 and err.value.exit_code == 143
+    assert seen[-1] == (1, 0)  # stopped at the next batch boundary
+    ckpt = tmp_path / "pre" / "ckpt" / "last.pt"
+    assert err.value.checkpoint == ckpt
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
+    assert signal.getsignal(signal.SIGUSR1) is not request_preemption  # handler restored
+    summary, out, _ = run(data, tmp_path, "pre")
+    assert summary["start_epoch"] == 1
+    assert_same_weights(out / "final.pt", ref / "final.pt")
+
+
+def test_preemption_in_first_epoch_leaves_no_checkpoint(data, tmp_path):
+    with pytest.raises(Preempted) as err:
+        run(data, tmp_path, "early", epochs=1, on_batch=lambda *a: request_preemption())
+    assert err.value.epoch == 0 and err.value.checkpoint is None
+    assert not (tmp_path / "early" / "ckpt" / "last.pt").exists()

@@ -1,0 +1,211 @@
+"""Training losses: masks (BCE + soft IoU), AVSBench's A-V matching loss, sounding classifier.
+
+Why it looks like this (domain.md section 6): robust training feeds negative audio with
+*empty* target masks, so the mask loss must push predictions towards "nothing" when the
+target is empty. Dice (or the usual soft IoU ``1 - sum(p g) / sum(p + g - p g)``) cannot: with
+``g = 0`` its numerator is 0 for every prediction, so the loss is constant (Dice: ``1`` or
+``0/0``) and its gradient is zero or undefined. Here the soft-IoU term follows the metric's
+own AVSBench semantics (domain.md section 5): for an empty target the frame IoU is
+``1 - predicted foreground fraction``, so its soft loss is the mean predicted probability
+``mean(sigmoid(logits))`` -- gradient ``p (1 - p) / (H W) > 0`` on every pixel, minimised by
+very negative logits. BCE has gradient on empty targets anyway; the IoU term adds a
+frame-level (area-normalised) signal that does not vanish for small objects.
+
+Every loss is computed in float32 whatever the autocast dtype of its inputs (bf16 logits
+make BCE and ratio terms too coarse).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import ConfigError
+
+MASK_LOSS_KINDS = ("bce", "bce+iou")
+#: ``loss:`` keys of the training config and their defaults (config/schema.yaml).
+LOSS_DEFAULTS: dict[str, float] = {"iou_weight": 1.0, "av_weight": 0.0, "classifier_weight": 0.5}
+
+
+def _zero(like: Tensor) -> Tensor:
+    """A float32 zero that stays attached to the graph of ``like`` (backward() works)."""
+    return like.float().sum() * 0.0
+
+
+def _frames_valid(logits: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+    if logits.ndim != 4 or logits.shape[1] != 1:
+        raise ValueError(f"logits must be [N, 1, H, W], got {tuple(logits.shape)}")
+    if target.shape != logits.shape:
+        raise ValueError(
+            f"target shape {tuple(target.shape)} != logits shape {tuple(logits.shape)}"
+        )
+    if valid is None:
+        valid = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
+    valid = valid.to(device=logits.device, dtype=torch.bool).reshape(-1)
+    if valid.shape[0] != logits.shape[0]:
+        raise ValueError(f"valid must be [N] = [{logits.shape[0]}], got {tuple(valid.shape)}")
+    return logits[valid].float(), target[valid].float()
+
+
+def bce_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Binary cross-entropy with logits, mean over the pixels of the valid frames (0 if none)."""
+    lg, tg = _frames_valid(logits, target, valid)
+    if lg.shape[0] == 0:
+        return _zero(logits)
+    return F.binary_cross_entropy_with_logits(lg, tg)
+
+
+def soft_iou_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Mean over valid frames of ``1 - soft IoU`` with AVSBench's empty-target rule.
+
+    With ``p = sigmoid(logits)`` and ``g`` the 0/1 target of one frame:
+    non-empty ``g``: ``1 - sum(p g) / sum(p + g - p g)``;
+    empty ``g``: ``mean(p)`` (= 1 - the soft version of ``1 - foreground fraction``).
+    Both are in [0, 1], 0 exactly at the perfect prediction, and both have gradient
+    (see the module docstring for why plain soft IoU / Dice would not on empty targets).
+    """
+    lg, tg = _frames_valid(logits, target, valid)
+    if lg.shape[0] == 0:
+        return _zero(logits)
+    p, g = torch.sigmoid(lg).flatten(1), tg.flatten(1)
+    inter = (p * g).sum(1)
+    union = (p + g - p * g).sum(1)
+    nonempty = g.sum(1) > 0
+    iou_loss = 1.0 - inter / union.clamp_min(1e-6)
+    empty_loss = p.mean(1)
+    return torch.where(nonempty, iou_loss, empty_loss).mean()
+
+
+def mask_loss(
+    logits: Tensor,
+    target: Tensor,
+    valid: Tensor | None = None,
+    kind: str = "bce+iou",
+    iou_weight: float = 1.0,
+) -> Tensor:
+    """Mask loss over the valid frames: ``bce`` or ``bce + iou_weight * soft IoU loss``.
+
+    ``logits``/``target`` ``[N, 1, H, W]``, ``valid`` bool ``[N]``: frames with ``False``
+    (unannotated) contribute nothing -- neither value nor gradient. No valid frame -> 0.
+    """
+    if kind not in MASK_LOSS_KINDS:
+        raise ConfigError(f"mask loss kind must be one of {MASK_LOSS_KINDS}, got {kind!r}")
+    loss = bce_loss(logits, target, valid)
+    if kind == "bce+iou":
+        loss = loss + iou_weight * soft_iou_loss(logits, target, valid)
+    return loss
+
+
+def av_matching_loss(
+    av_pairs: Sequence[tuple[Tensor, Tensor]], masks: Tensor, reduction: str = "sum"
+) -> Tensor:
+    """AVSBench's MS3 audio-visual matching loss (``A_MaskedV_SimmLoss``), averaged over stages.
+
+    For each stage with fused visual map ``v`` ``[N, C, h, w]`` and aligned audio ``a``
+    ``[N, C]``:
+
+    1. ``m = (adaptive_avg_pool(masks, (h, w)) > 0.5)`` -- the mask brought to the map's
+       size and binarised. AVSBench passes the model's own predicted probabilities
+       ``sigmoid(logits)`` here (as :func:`total_loss` does); the threshold makes it a
+       constant, so no gradient flows through ``masks``.
+    2. object feature ``o = sum_hw(m v) / (sum_hw(m) + 1e-6)`` ``[N, C]`` (masked mean).
+    3. ``o`` and ``a`` are L2-normalised over C, then
+       ``KL(softmax(a) || softmax(o)) = sum_c softmax(a)_c (log softmax(a)_c - log softmax(o)_c)``
+       (``F.kl_div(log_softmax(o), softmax(a))``).
+
+    ``reduction="sum"`` sums over frames as the published code does (so the value grows with
+    the batch size; the recipe weight is 0.5 at batch 4 x 5 frames); ``"mean"`` averages
+    over frames. Returns 0 (attached to ``masks``' graph) when there is no stage.
+    """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    if not av_pairs:
+        return _zero(masks)
+    total = None
+    for visual, audio in av_pairs:
+        v = visual.float()
+        h, w = v.shape[-2:]
+        m = (F.adaptive_avg_pool2d(masks.detach().float(), (h, w)) > 0.5).float()
+        obj = (m * v).sum(dim=(2, 3)) / (m.sum(dim=(2, 3)) + 1e-6)
+        obj = F.normalize(obj, dim=-1)
+        a = F.normalize(audio.float().reshape(-1, v.shape[1]), dim=-1)
+        kl = F.kl_div(obj.log_softmax(dim=-1), a.softmax(dim=-1), reduction="none").sum(-1)
+        stage = kl.sum() if reduction == "sum" else kl.mean()
+        total = stage if total is None else total + stage
+    assert total is not None
+    return total / len(av_pairs)
+
+
+def sounding_loss(logits: Tensor, sounding: Tensor) -> Tensor:
+    """BCE with logits of the "is something sounding" head ``[N]`` against 0/1 ``[N]``."""
+    return F.binary_cross_entropy_with_logits(
+        logits.float().reshape(-1), sounding.to(logits.device).float().reshape(-1)
+    )
+
+
+def loss_weights(cfg: Mapping[str, Any]) -> dict[str, float]:
+    """The ``loss:`` weights of a training config (or of the ``loss`` mapping itself)."""
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"training config must be a mapping, got {cfg!r}")
+    if "loss" in cfg:
+        raw = cfg["loss"] if cfg["loss"] is not None else {}
+    elif set(cfg) <= set(LOSS_DEFAULTS):
+        raw = cfg  # the loss mapping itself
+    else:
+        raw = {}  # a training config without a loss section: defaults
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"loss must be a mapping, got {raw!r}")
+    unknown = sorted(set(raw) - set(LOSS_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"loss: unknown key(s) {unknown}; valid keys: {sorted(LOSS_DEFAULTS)}")
+    out = {**LOSS_DEFAULTS, **raw}
+    for key, value in out.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise ConfigError(f"loss.{key} must be a number >= 0, got {value!r}")
+        out[key] = float(value)
+    return out
+
+
+def total_loss(
+    out: Mapping[str, Any], batch: Mapping[str, Tensor], cfg: Mapping[str, Any]
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Weighted sum of the loss terms for one flattened batch.
+
+    ``out``: the model's dict (``logits`` ``[N, 1, H, W]``, optional ``sounding`` ``[N]`` and
+    ``av_pairs``); ``batch``: ``masks`` ``[N, 1, H, W]``, ``mask_valid`` ``[N]`` and (for the
+    classifier) ``sounding`` ``[N]`` -- frame level, N = B*T. ``cfg``: a training config with
+    a ``loss:`` mapping (``iou_weight``, ``av_weight``, ``classifier_weight``; defaults in
+    :data:`LOSS_DEFAULTS`) or that mapping itself.
+
+    ``loss = bce + iou_weight * iou + av_weight * av + classifier_weight * sounding``; the
+    ``av`` term only when ``av_weight > 0`` and the model has attention stages, the
+    ``sounding`` term only when the model has a classifier head. Returns ``(loss, parts)``
+    with detached float32 scalars ``total``, ``bce``, ``iou``, ``av``, ``sounding`` (0 when
+    a term is off), so callers can accumulate without a device sync per batch.
+    """
+    w = loss_weights(cfg)
+    logits = out["logits"]
+    masks, valid = batch["masks"], batch["mask_valid"]
+    bce = bce_loss(logits, masks, valid)
+    iou = soft_iou_loss(logits, masks, valid) if w["iou_weight"] > 0 else _zero(logits)
+    loss = bce + w["iou_weight"] * iou
+    av = _zero(logits)
+    if w["av_weight"] > 0 and out.get("av_pairs"):
+        av = av_matching_loss(out["av_pairs"], torch.sigmoid(logits.detach().float()))
+        loss = loss + w["av_weight"] * av
+    snd = _zero(logits)
+    if out.get("sounding") is not None and w["classifier_weight"] > 0:
+        snd = sounding_loss(out["sounding"], batch["sounding"])
+        loss = loss + w["classifier_weight"] * snd
+    parts = {
+        "total": loss.detach(),
+        "bce": bce.detach(),
+        "iou": iou.detach(),
+        "av": av.detach(),
+        "sounding": snd.detach(),
+    }
+    return loss, parts
