@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -136,12 +137,16 @@ def training_config(dataset, experiment):
     """The science of one training run: shared settings + the experiment's overrides."""
     cfg = {k: v for k, v in config["training"].items() if k != "gpus"}
     cfg.update(EXPERIMENTS[experiment])
-    ratios = cfg.get("negative_ratios", {})
-    unknown = sorted(set(ratios) - set(NEGATIVES))
-    if unknown:
-        raise WorkflowError(
-            f"experiments.{experiment}.negative_ratios: {unknown} not in negatives {NEGATIVES}"
+    # Negative types left out of `negatives` are not generated: their ratios drop
+    # out (with a warning) so the default experiments work with any subset.
+    ratios = dict(cfg.get("negative_ratios", {}))
+    dropped = sorted(set(ratios) - set(NEGATIVES))
+    if dropped:
+        logger.warning(
+            f"experiments.{experiment}: no {dropped} audio is configured (negatives: "
+            f"{NEGATIVES}); training {dataset}/{experiment} without those ratios"
         )
+    cfg["negative_ratios"] = {k: v for k, v in ratios.items() if k in NEGATIVES}
     cfg["seed"] = config["seed"]
     cfg["negatives"] = NEGATIVES
     cfg["dataset"] = dataset

@@ -257,3 +257,24 @@ def test_changed_noise_level_reruns_only_noise_clips(tiny_run):
     assert counts["negative_audio"] == videos  # noise only; silence is untouched
     assert "offscreen_audio" not in counts and "synthetic_avsbench" not in counts
     assert counts["audio_features"] == 2 * 3  # the noise features of each split
+
+
+def test_training_outputs_of_the_default_experiments(tiny_run):
+    import torch
+
+    for dataset in ("s4", "ms3"):
+        for experiment in ("baseline", "robust"):
+            folder = tiny_run / "results/models" / dataset / experiment
+            for name in ("final.pt", "best.pt"):
+                state = torch.load(folder / name, map_location="cpu", weights_only=True)
+                assert state, f"{folder / name} is empty"
+            rows = (folder / "metrics.tsv").read_text().splitlines()
+            header = rows[0].split("\t")
+            assert len(rows) == 1 + TINY["training"]["epochs"]
+            assert {"val_miou", "val_fpr_noise", "train_items_noise"} <= set(header)
+            counts = dict(zip(header, rows[1].split("\t"), strict=True))
+            if experiment == "baseline":
+                assert int(counts["train_items_noise"]) == 0
+            else:
+                assert int(counts["train_items_noise"]) > 0
+            assert (tiny_run / "results/checkpoints" / dataset / experiment / "last.pt").is_file()
