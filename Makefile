@@ -2,7 +2,7 @@
 #   make run    set up .venv and build AVSBench-Robust from the embedded synthetic benchmark
 #   make test   set up .venv and run the tests (SLURM tests start a local one-node cluster)
 SHELL := /bin/bash
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed-requirements
 CORES ?= all
