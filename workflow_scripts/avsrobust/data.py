@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .errors import ConfigError, InputError
-from .frame_cache import IGNORE, cache_dir, open_cache
+from .frame_cache import IGNORE, cache_dir, load_npy, open_cache
 from .layout import DATASETS, NEGATIVE_TYPES, SPLITS
 from .seeding import item_rng, item_seed
 
@@ -73,15 +73,6 @@ def read_feature_index(path: str | Path) -> dict[str, tuple[int, str]]:
             raise InputError(path, f"duplicate video {video!r}", i + 2)
         out[video] = (i, row["category"] or "")
     return out
-
-
-def _load_features(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise InputError(path, "feature file is missing")
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"not a readable .npy file ({exc})") from None
 
 
 def _preview(items: Sequence[str], limit: int = 5) -> str:
@@ -132,7 +123,7 @@ class AVSDataset(Dataset):
         """Feature row of every cached video (-1: none), after checking the files agree."""
         npy, index_path = self._files[cond]
         index = read_feature_index(index_path)
-        feats = _load_features(npy)
+        feats = load_npy(npy, "feature file is missing")
         if feats.dtype != np.float32 or feats.shape != (len(index), *FEATURE_SHAPE):
             raise InputError(
                 npy,
@@ -169,7 +160,7 @@ class AVSDataset(Dataset):
             cache = open_cache(self.cache_dir)
             mm: dict[str, Any] = {"frames": cache.frames, "masks": cache.masks}
             for cond, (npy, _) in self._files.items():
-                mm[cond] = _load_features(npy)
+                mm[cond] = load_npy(npy, "feature file is missing")
             self._mm = mm
         return self._mm
 

@@ -213,9 +213,10 @@ def read_index(path: str | Path) -> list[dict[str, str]]:
     return rows
 
 
-def _load_array(path: Path) -> np.ndarray:
+def load_npy(path: Path, missing: str = "frame cache file is missing (build the cache first)"):
+    """Memory-map a plain .npy (never unpickled); a missing or broken file names itself."""
     if not path.is_file():
-        raise InputError(path, "frame cache file is missing (build the cache first)")
+        raise InputError(path, missing)
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -226,8 +227,8 @@ def open_cache(out_dir: str | Path) -> FrameCache:
     """Memory-map a cache written by :func:`build_cache` and check it is consistent."""
     out = Path(out_dir)
     rows = read_index(out / INDEX_FILE)
-    frames = _load_array(out / FRAMES_FILE)
-    masks = _load_array(out / MASKS_FILE)
+    frames = load_npy(out / FRAMES_FILE)
+    masks = load_npy(out / MASKS_FILE)
     n = len(rows)
     if (
         frames.dtype != np.uint8

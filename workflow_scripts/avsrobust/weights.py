@@ -27,7 +27,6 @@ prefixed ``module.`` (saved from DataParallel), is unwrapped first.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -36,18 +35,9 @@ import torch
 from torch import nn
 
 from avsrobust.errors import InputError
+from avsrobust.manifest import sha256_file
 
-_CHUNK = 1 << 20
 _SHOW = 5  # how many offending keys an error message lists
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks (weight files are hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_sha256(path: Path, expected: str) -> None:
