@@ -1,9 +1,12 @@
-"""AVSBench-Robust workflow: negative audio and features for AVSBench (S4, MS3).
+"""AVSBench-Robust workflow: negative audio, training and evaluation on AVSBench (S4, MS3).
 
 snakemake --cores all                      # embedded synthetic benchmark
 snakemake --cores all --configfile config/avsbench.yaml
 snakemake -n                               # inspect the DAG
 """
+
+
+report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
@@ -12,6 +15,7 @@ include: "rules/inputs.smk"
 include: "rules/robust.smk"
 include: "rules/features.smk"
 include: "rules/training.smk"
+include: "rules/evaluation.smk"
 
 
 localrules:

@@ -65,6 +65,8 @@ wildcard_constraints:
     negtype="silence|noise|offscreen",
     condition="positive|silence|noise|offscreen",
     experiment="[A-Za-z0-9_]+",
+    seed="[0-9]+",
+    run="seed[0-9]+|external",
     data="Single-source/s4_data|Multi-sources/ms3_data",
     item=r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)?",
 
@@ -133,9 +135,20 @@ TRAINING = bool(EXPERIMENTS) and {"train", "val"} <= set(SPLITS)
 TRAIN_CONDITIONS = ["positive", *NEGATIVES]
 
 
-def training_config(dataset, experiment):
+SEEDS = config["training"]["seeds"]
+EXTERNAL = config["external_predictions"]
+EVAL = config["evaluation"]
+EVAL_SPLIT = EVAL["split"]
+_clash = sorted(set(EXTERNAL) & set(EXPERIMENTS))
+if _clash:
+    raise WorkflowError(
+        f"external_predictions {_clash} share a name with experiments; rename one of them"
+    )
+
+
+def training_config(dataset, experiment, seed):
     """The science of one training run: shared settings + the experiment's overrides."""
-    cfg = {k: v for k, v in config["training"].items() if k != "gpus"}
+    cfg = {k: v for k, v in config["training"].items() if k not in ("gpus", "seeds")}
     cfg.update(EXPERIMENTS[experiment])
     # Negative types left out of `negatives` are not generated: their ratios drop
     # out (with a warning) so the default experiments work with any subset.
@@ -147,7 +160,7 @@ def training_config(dataset, experiment):
             f"{NEGATIVES}); training {dataset}/{experiment} without those ratios"
         )
     cfg["negative_ratios"] = {k: v for k, v in ratios.items() if k in NEGATIVES}
-    cfg["seed"] = config["seed"]
+    cfg["seed"] = int(seed)
     cfg["negatives"] = NEGATIVES
     cfg["dataset"] = dataset
     return cfg
@@ -169,6 +182,72 @@ def training_inputs(wildcards):
     return files
 
 
+# Evaluation needs the evaluated split and, for trained experiments, training.
+EVALUATION = EVAL_SPLIT in SPLITS and (TRAINING or bool(EXTERNAL))
+
+
+def evaluated(dataset):
+    """Experiments and external prediction sets scored on ``dataset`` (table order)."""
+    names = list(EXPERIMENTS) if TRAINING else []
+    return names + [n for n, e in EXTERNAL.items() if dataset in e]
+
+
+def evaluation_inputs(wildcards):
+    """Ground truth (frame cache), the condition's clip list, and the models or PNG folder."""
+    ds, split = wildcards.dataset, EVAL_SPLIT
+    files = {
+        "cache": f"results/frame_cache/{ds}/{split}/index.tsv",
+        "frames": f"results/frame_cache/{ds}/{split}/frames.npy",
+        "masks": f"results/frame_cache/{ds}/{split}/masks.npy",
+        "clips": f"results/features/{ds}/{split}/{wildcards.condition}.index.tsv",
+    }
+    if wildcards.experiment in EXTERNAL:
+        ext = EXTERNAL[wildcards.experiment]
+        if ds not in ext:
+            raise WorkflowError(
+                f"external_predictions.{wildcards.experiment} has no {ds} folder"
+            )
+        files["external"] = ext[ds]
+    else:
+        files["features"] = f"results/features/{ds}/{split}/{wildcards.condition}.npy"
+        ck = EVAL["checkpoint"]
+        files["models"] = [
+            f"results/models/{ds}/{wildcards.experiment}/seed{s}/{ck}.pt" for s in SEEDS
+        ]
+    return files
+
+
+def runs_of(name):
+    """Runs scored for an experiment (one per training seed) or an external set."""
+    return ["external"] if name in EXTERNAL else [f"seed{s}" for s in SEEDS]
+
+
+def evaluation_params(wildcards):
+    """What the evaluation job needs beyond its files (one dict: easy to log)."""
+    ext = EXTERNAL.get(wildcards.experiment)
+    return {
+        "dataset": wildcards.dataset,
+        "experiment": wildcards.experiment,
+        "condition": wildcards.condition,
+        "split": EVAL_SPLIT,
+        "runs": runs_of(wildcards.experiment),
+        "format": ext.get("format", "auto") if ext else None,
+        "batch_size": EVAL["batch_size"],
+        "avsbench_batch_videos": EVAL["avsbench_batch_videos"],
+    }
+
+
+def summary_inputs(wildcards):
+    files = {"metrics": [], "predictions": [], "caches": []}
+    for ds in DATASETS:
+        for name in evaluated(ds):
+            for cond in CONDITIONS:
+                files["metrics"].append(f"results/metrics/{ds}/{name}/{cond}.json")
+                files["predictions"].append(f"results/predictions/{ds}/{name}/{cond}")
+        files["caches"].append(f"results/frame_cache/{ds}/{EVAL_SPLIT}/index.tsv")
+    return files
+
+
 def all_targets():
     targets = [f"results/inputs/{ds}.check.tsv" for ds in DATASETS]
     for ds in DATASETS:
@@ -177,5 +256,21 @@ def all_targets():
                 targets.append(f"results/robust/{ds}/{sp}.manifest.tsv")
             targets += [f"results/features/{ds}/{sp}/{c}.npy" for c in CONDITIONS]
         if TRAINING:
-            targets += [f"results/models/{ds}/{e}/final.pt" for e in EXPERIMENTS]
+            targets += [
+                f"results/models/{ds}/{e}/seed{s}/final.pt"
+                for e in EXPERIMENTS
+                for s in SEEDS
+            ]
+        if EVALUATION and EVAL["save_png"]:
+            targets += [
+                f"results/predictions_png/{ds}/{n}/{r}/{c}"
+                for n in evaluated(ds)
+                for r in runs_of(n)
+                for c in CONDITIONS
+            ]
+    if EVALUATION and NEGATIVES and any(evaluated(ds) for ds in DATASETS):
+        targets += ["results/summary/summary.tsv", "results/summary/fpr_by_type.png"]
+        targets += [
+            f"results/summary/qualitative_{ds}.png" for ds in DATASETS if evaluated(ds)
+        ]
     return targets

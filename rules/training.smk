@@ -22,7 +22,7 @@ rule frame_cache:
 
 
 rule train:
-    """One model per (dataset, experiment): plain (positives only) or robust.
+    """One model per (dataset, experiment, seed): plain (positives only) or robust.
 
     Checkpoints go to results/checkpoints/ (not an output, so Snakemake keeps
     them when the job fails or is preempted); a rerun resumes from them.
@@ -30,19 +30,19 @@ rule train:
     input:
         unpack(training_inputs),
     output:
-        final="results/models/{dataset}/{experiment}/final.pt",
-        best="results/models/{dataset}/{experiment}/best.pt",
-        metrics="results/models/{dataset}/{experiment}/metrics.tsv",
+        final="results/models/{dataset}/{experiment}/seed{seed}/final.pt",
+        best="results/models/{dataset}/{experiment}/seed{seed}/best.pt",
+        metrics="results/models/{dataset}/{experiment}/seed{seed}/metrics.tsv",
     log:
-        "logs/train/{dataset}/{experiment}.log",
+        "logs/train/{dataset}/{experiment}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/train/{dataset}/{experiment}.tsv"
+        "results/benchmarks/train/{dataset}/{experiment}/seed{seed}.tsv"
     conda:
         "../envs/torch.yaml"
     resources:
         gpu=config["training"]["gpus"],
     params:
-        cfg=lambda w: training_config(w.dataset, w.experiment),
-        ckpt_dir=lambda w: f"results/checkpoints/{w.dataset}/{w.experiment}",
+        cfg=lambda w: training_config(w.dataset, w.experiment, w.seed),
+        ckpt_dir=lambda w: f"results/checkpoints/{w.dataset}/{w.experiment}/seed{w.seed}",
     script:
         "../workflow_scripts/train_model.py"

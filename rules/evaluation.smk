@@ -1,0 +1,85 @@
+rule evaluate:
+    """Predictions and scores of one (dataset, experiment, audio condition).
+
+    Trained experiments: every seed's model predicts the evaluation split under
+    the condition's audio; external prediction sets: their PNGs are imported.
+    Either way the saved predictions are what gets scored.
+    """
+    input:
+        unpack(evaluation_inputs),
+    output:
+        metrics="results/metrics/{dataset}/{experiment}/{condition}.json",
+        predictions=directory("results/predictions/{dataset}/{experiment}/{condition}"),
+    log:
+        "logs/evaluate/{dataset}/{experiment}/{condition}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{dataset}/{experiment}/{condition}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    resources:
+        gpu=EVAL["gpus"],
+    params:
+        cfg=evaluation_params,
+    script:
+        "../workflow_scripts/evaluate_condition.py"
+
+
+rule export_png:
+    """One run's predictions as PNG masks in AVSBench's layout (a root for re-scoring)."""
+    input:
+        "results/predictions/{dataset}/{experiment}/{condition}",
+    output:
+        directory("results/predictions_png/{dataset}/{experiment}/{run}/{condition}"),
+    log:
+        "logs/export_png/{dataset}/{experiment}/{run}/{condition}.log",
+    conda:
+        "../envs/audio.yaml"
+    params:
+        split=EVAL_SPLIT,
+    script:
+        "../workflow_scripts/export_png.py"
+
+
+rule summary:
+    """The summary table (TSV, Markdown, JSON) and the report's figures."""
+    input:
+        unpack(summary_inputs),
+    output:
+        tsv=report(
+            "results/summary/summary.tsv",
+            caption="../report/summary.rst",
+            category="1. Summary",
+        ),
+        md="results/summary/summary.md",
+        json="results/summary/summary.json",
+        fpr=report(
+            "results/summary/fpr_by_type.png",
+            caption="../report/fpr_by_type.rst",
+            category="2. Robustness",
+        ),
+        g=report(
+            "results/summary/g_metrics.png",
+            caption="../report/g_metrics.rst",
+            category="2. Robustness",
+        ),
+        qualitative=report(
+            expand(
+                "results/summary/qualitative_{dataset}.png",
+                dataset=[ds for ds in DATASETS if evaluated(ds)],
+            ),
+            caption="../report/qualitative.rst",
+            category="3. Examples",
+        ),
+    log:
+        "logs/summary.log",
+    conda:
+        "../envs/audio.yaml"
+    params:
+        datasets=DATASETS,
+        names={ds: evaluated(ds) for ds in DATASETS},
+        negatives=NEGATIVES,
+        conditions=CONDITIONS,
+        split=EVAL_SPLIT,
+        qualitative_videos=EVAL["qualitative_videos"],
+    script:
+        "../workflow_scripts/summarise.py"

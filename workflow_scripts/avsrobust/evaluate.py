@@ -1,0 +1,263 @@
+"""Evaluation: predictions of one (model, condition), and their scores.
+
+Two steps, kept apart on purpose:
+
+1. :func:`predict` runs a trained model over one audio condition of a split and
+   writes its probabilities in the compact format of :mod:`avsrobust.predictions`;
+2. :func:`score` reads saved predictions (ours or imported PNGs) and the frame
+   cache's ground truth and streams them through :mod:`avsrobust.metrics`.
+
+So a number in a table never depends on whether the masks came from this
+workflow's models or from another codebase.
+
+What :func:`score` reports (definitions in :mod:`avsrobust.metrics`):
+
+* ``positive``: ``miou``, ``fscore`` (``dataset`` variant), ``fscore_avsbench``
+  (published variant with ``avsbench_batch_videos`` videos per batch),
+  ``n_videos``, ``n_frames`` (annotated frames);
+* a negative type: ``fpr``, ``nonempty_rate`` (frames), ``visual_bias_miou``
+  (predictions under negative audio against the original masks), ``n_videos``,
+  ``n_frames``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .data import AVSDataset, build_loader
+from .errors import ConfigError, InputError
+from .frame_cache import IGNORE, FrameCache
+from .metrics import METRICS_VERSION, FPRMeter, FScoreMeter, IoUMeter, _json_float
+from .models import build_model
+from .predictions import (
+    INDEX_FILE,
+    Predictions,
+    PredictionWriter,
+    logits_to_uint8,
+    open_predictions,
+    uint8_to_logits,
+    write_index,
+)
+from .summary import mean_std
+from .train import _autocast, flatten_batch, gate_logits
+
+CHECKPOINTS = ("best", "final")
+
+
+# ----------------------------------------------------------------------------- models
+def load_checkpoint(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """A model from a ``best.pt``/``final.pt`` written by :func:`avsrobust.train.train`.
+
+    Loaded with ``weights_only=True`` (no unpickling of arbitrary objects); the
+    model is rebuilt from the config stored in the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "checkpoint is missing")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise InputError(path, f"not a readable checkpoint ({exc})") from None
+    if not isinstance(ck, dict) or "model" not in ck or "cfg" not in ck:
+        raise InputError(path, "not a training checkpoint (needs 'model' and 'cfg')")
+    cfg = dict(ck["cfg"])
+    model_cfg = dict(cfg["model"])
+    # Pretrained file paths only matter for initialisation; the state dict has the weights.
+    for key in ("resnet50_weights", "vggish_weights", "resnet50_sha256", "vggish_sha256"):
+        model_cfg.pop(key, None)
+    model = build_model(model_cfg)
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as exc:
+        raise InputError(path, f"weights do not fit the model in its config ({exc})") from None
+    return model.to(device).eval(), cfg
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module,
+    dataset: AVSDataset,
+    condition: str,
+    out_dir: str | Path,
+    run: str,
+    device: torch.device,
+    *,
+    batch_size: int = 4,
+    workers: int = 0,
+    amp: bool = True,
+    channels_last: bool = True,
+    gate: bool = False,
+    progress: bool = False,
+) -> Predictions:
+    """Write ``{out_dir}/{run}.npy`` (+ ``index.tsv``) with the model's probabilities.
+
+    Rows are the videos that have ``condition`` audio, in frame-cache order.
+    ``gate``: empty the masks of frames the classifier head calls silent.
+    """
+    items = dataset.items(condition)
+    out_dir = Path(out_dir)
+    videos = tuple(dataset.videos[i] for i, _ in items)
+    categories = tuple(dataset.categories[i] for i, _ in items)
+    loader = build_loader(dataset, items, batch_size, workers, device, seed=0)
+    cl = channels_last and device.type == "cuda"
+    model.eval()
+    row = 0
+    with PredictionWriter(out_dir / f"{run}.npy", len(items), dataset.image_size) as writer:
+        for batch in tqdm(loader, desc=f"{run} {condition}", disable=not progress, unit="batch"):
+            x = flatten_batch(batch, device, cl)
+            with _autocast(device, amp):
+                out = model(x["frames"], x["audio"])
+            logits = out["logits"].float()
+            if gate and out.get("sounding") is not None:
+                logits = gate_logits(logits, out["sounding"].float())
+            b, t = batch["frames"].shape[:2]
+            q = logits_to_uint8(logits).reshape(b, t, *logits.shape[-2:]).cpu().numpy()
+            writer.write(row, q)
+            row += b
+    write_index(out_dir / INDEX_FILE, videos, categories)
+    return open_predictions(out_dir, run)
+
+
+# ----------------------------------------------------------------------------- scoring
+def _rows_in_cache(preds: Predictions, cache: FrameCache, where: str) -> np.ndarray:
+    """Cache row of every prediction row; the videos must be cached with the same category."""
+    pos = {v: i for i, v in enumerate(cache.videos)}
+    rows = np.empty(len(preds), dtype=np.int64)
+    for j, (video, category) in enumerate(zip(preds.videos, preds.categories, strict=True)):
+        i = pos.get(video)
+        if i is None:
+            raise InputError(where, f"video {video!r} is not in the evaluated split", j + 2)
+        if cache.categories[i] != category:
+            raise InputError(
+                where,
+                f"video {video!r} has category {category!r}, the split says "
+                f"{cache.categories[i]!r}",
+                j + 2,
+            )
+        rows[j] = i
+    return rows
+
+
+def score(
+    preds: Predictions,
+    cache: FrameCache,
+    condition: str,
+    *,
+    device: torch.device | str = "cpu",
+    avsbench_batch_videos: int = 1,
+    chunk_videos: int = 32,
+    where: str = "predictions",
+) -> dict[str, Any]:
+    """Metrics of one condition's predictions against the frame cache's masks (streaming).
+
+    ``avsbench_batch_videos``: videos per batch of the published F-score variant
+    (AVSBench's test loaders use 1). Predictions must be at the cache's size.
+    """
+    device = torch.device(device)
+    if preds.probs.shape[2:] != cache.masks.shape[2:]:
+        raise InputError(
+            where,
+            f"predictions are {list(preds.probs.shape[2:])} px, the ground truth "
+            f"{list(cache.masks.shape[2:])} px (import PNGs with the evaluation size)",
+        )
+    if avsbench_batch_videos < 1:
+        raise ConfigError(f"avsbench_batch_videos must be >= 1, got {avsbench_batch_videos}")
+    rows = _rows_in_cache(preds, cache, where)
+    step = max(chunk_videos // avsbench_batch_videos, 1) * avsbench_batch_videos
+    positive = condition == "positive"
+    iou, f_ds, f_pub, fpr = IoUMeter(), FScoreMeter("dataset"), FScoreMeter("avsbench"), FPRMeter()
+    for start in range(0, len(rows), step):
+        sel = rows[start : start + step]
+        q = torch.from_numpy(np.array(preds.probs[start : start + step])).to(device)
+        raw = torch.from_numpy(np.stack([np.asarray(cache.masks[i]) for i in sel])).to(device)
+        logits = uint8_to_logits(q).flatten(0, 1)  # [b*T, S, S]
+        gt = (raw == 1).flatten(0, 1)
+        valid = (raw != IGNORE).flatten(2).all(dim=2).flatten()
+        # positive: scored against the masks; negative: the target is empty, and the
+        # original masks measure visual bias
+        iou.update(logits, gt, valid)
+        if positive:
+            f_ds.update(logits, gt, valid)
+            t = raw.shape[1]
+            for b in range(0, len(sel), avsbench_batch_videos):
+                s = slice(b * t, (b + avsbench_batch_videos) * t)
+                f_pub.update(logits[s], gt[s], valid[s])
+        else:
+            fpr.update(logits)
+    n_videos = int(len(rows))
+    if positive:
+        return {
+            "miou": _json_float(iou.compute()),
+            "fscore": _json_float(f_ds.compute()),
+            "fscore_avsbench": _json_float(f_pub.compute()),
+            "avsbench_batch_videos": avsbench_batch_videos,
+            "n_videos": n_videos,
+            "n_frames": iou.n_frames,
+        }
+    r = fpr.compute()
+    return {
+        "fpr": _json_float(r["fpr"]),
+        "nonempty_rate": _json_float(r["nonempty_rate"]),
+        "visual_bias_miou": _json_float(iou.compute()),
+        "n_videos": n_videos,
+        "n_frames": r["n_frames"],
+    }
+
+
+def evaluate_runs(
+    runs: Mapping[str, Callable[[], Predictions]],
+    cache: FrameCache,
+    condition: str,
+    *,
+    device: torch.device | str = "cpu",
+    avsbench_batch_videos: int = 1,
+    log: Callable[[str], Any] | logging.Logger | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Score every run (``run name -> function that makes or opens its predictions``)."""
+    say = log.info if isinstance(log, logging.Logger) else (log or (lambda _m: None))
+    out: dict[str, dict[str, Any]] = {}
+    for run, make in runs.items():
+        preds = make()
+        out[run] = score(
+            preds,
+            cache,
+            condition,
+            device=device,
+            avsbench_batch_videos=avsbench_batch_videos,
+            where=f"{run} {condition} predictions",
+        )
+        say(f"{run} {condition}: {out[run]}")
+    return out
+
+
+def condition_document(
+    dataset: str,
+    experiment: str,
+    condition: str,
+    split: str,
+    runs: Mapping[str, Mapping[str, Any]],
+    source: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The JSON of ``results/metrics/{dataset}/{experiment}/{condition}.json``."""
+    counts = ("n_frames", "n_videos", "avsbench_batch_videos")
+    keys: Sequence[str] = sorted({k for r in runs.values() for k in r if k not in counts})
+    numeric = [k for k in keys if all(isinstance(r.get(k), float | int) for r in runs.values())]
+    stats = {k: mean_std([r[k] for r in runs.values()]) for k in numeric}
+    return {
+        "dataset": dataset,
+        "experiment": experiment,
+        "condition": condition,
+        "split": split,
+        "metrics_version": METRICS_VERSION,
+        "source": dict(source),
+        "runs": {k: dict(v) for k, v in runs.items()},
+        "mean": {k: v[0] for k, v in stats.items()},
+        "std": {k: v[1] for k, v in stats.items()},
+    }

@@ -1,0 +1,186 @@
+"""The summary table: one row per (dataset, experiment), mean and spread over runs.
+
+Why computed here and not by hand: the published G-metrics were aggregated by
+hand. Here every run (a training seed, or one set of imported predictions) gets
+its own G-mIoU and G-F from its own positive and negative scores
+(:func:`avsrobust.metrics.g_metrics`), and only then are runs averaged. The
+spread is the sample standard deviation over runs (``ddof=1``); it is empty
+with a single run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_write_text
+from .errors import InputError
+from .metrics import METRICS_VERSION, g_metrics
+
+#: Columns of the Markdown table: (key, header); per-type FPR columns are inserted.
+MAIN_COLUMNS = (("miou", "mIoU"), ("fscore", "F"))
+G_COLUMNS = (("fpr_mean", "FPR mean"), ("g_miou", "G-mIoU"), ("g_f", "G-F"))
+
+DEFINITIONS = {
+    "miou": "mIoU under the original (positive) audio, AVSBench semantics, threshold 0.5",
+    "fscore": "F-score (beta^2 = 0.3, max over 255 thresholds of the dataset-mean curve)",
+    "fscore_avsbench": "F-score as the published code computes it (mean of per-batch maxima)",
+    "fpr_<type>": "false-positive rate under that negative audio: mean predicted-foreground "
+    "pixel fraction (correct answer: empty mask; lower is better)",
+    "nonempty_<type>": "share of frames with any predicted foreground under that negative audio",
+    "visual_bias_<type>": "mIoU of the negative-audio predictions against the original masks "
+    "(high = the model segments the visible object although it is silent)",
+    "fpr_mean": "mean of the per-type FPRs",
+    "g_miou": "sqrt(mIoU * (1 - FPR mean)), per run, then averaged",
+    "g_f": "sqrt(F * (1 - FPR mean)), per run, then averaged",
+    "std": "sample standard deviation over runs (seeds); empty with one run",
+}
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """(mean, sample std) of finite values; ``None`` for an empty or undefined result."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals or len(vals) != len(values):
+        return None, None
+    m = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return m, None
+    var = sum((v - m) ** 2 for v in vals) / (len(vals) - 1)
+    return m, math.sqrt(var)
+
+
+def load_condition(path: str | Path) -> dict[str, Any]:
+    """A ``{condition}.json`` written by the evaluation job, minimally checked."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "metrics file is missing") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"not a readable metrics JSON ({exc})") from None
+    for key in ("dataset", "experiment", "condition", "runs"):
+        if key not in doc:
+            raise InputError(path, f"metrics JSON lacks {key!r}")
+    return doc
+
+
+def run_row(scores: Mapping[str, Mapping[str, Any]], negatives: Sequence[str]) -> dict[str, Any]:
+    """One run's flat row from its per-condition scores (``condition -> scores``)."""
+    pos = scores["positive"]
+    row: dict[str, Any] = {
+        "miou": pos.get("miou"),
+        "fscore": pos.get("fscore"),
+        "fscore_avsbench": pos.get("fscore_avsbench"),
+    }
+    fprs: dict[str, float] = {}
+    for t in negatives:
+        s = scores[t]
+        row[f"fpr_{t}"] = s.get("fpr")
+        row[f"nonempty_{t}"] = s.get("nonempty_rate")
+        row[f"visual_bias_{t}"] = s.get("visual_bias_miou")
+        if s.get("fpr") is not None:
+            fprs[t] = s["fpr"]
+    if row["miou"] is not None and fprs and len(fprs) == len(negatives):
+        g = g_metrics(row["miou"], row["fscore"], fprs)
+        row.update(fpr_mean=g["fpr_negative"], g_miou=g["g_miou"], g_f=g["g_f"])
+    else:
+        row.update(fpr_mean=None, g_miou=None, g_f=None)
+    return row
+
+
+def experiment_row(
+    docs: Mapping[str, Mapping[str, Any]], negatives: Sequence[str]
+) -> dict[str, Any]:
+    """Mean and std over the runs that every condition of one experiment has."""
+    first = docs["positive"]
+    names = [r for r in first["runs"] if all(r in docs[c]["runs"] for c in docs)]
+    if not names:
+        raise InputError(
+            f"{first['dataset']}/{first['experiment']}", "no run is scored under every condition"
+        )
+    rows = {
+        r: run_row({c: docs[c]["runs"][r] for c in ("positive", *negatives)}, negatives)
+        for r in names
+    }
+    keys = list(next(iter(rows.values())))
+    out: dict[str, Any] = {
+        "dataset": first["dataset"],
+        "experiment": first["experiment"],
+        "source": first.get("source", {}).get("kind", "model"),
+        "runs": len(names),
+        "run_names": names,
+    }
+    for k in keys:
+        m, s = mean_std([rows[r][k] for r in names])
+        out[k], out[f"{k}_std"] = m, s
+    out["per_run"] = rows
+    return out
+
+
+def metric_keys(negatives: Sequence[str]) -> list[str]:
+    keys = ["miou", "fscore", "fscore_avsbench"]
+    for t in negatives:
+        keys += [f"fpr_{t}", f"nonempty_{t}", f"visual_bias_{t}"]
+    return keys + ["fpr_mean", "g_miou", "g_f"]
+
+
+def _cell(v: Any) -> str:
+    return "" if v is None else (f"{v:.6f}" if isinstance(v, float) else str(v))
+
+
+def tsv_text(rows: Iterable[Mapping[str, Any]], negatives: Sequence[str]) -> str:
+    cols = ["dataset", "experiment", "source", "runs"]
+    for k in metric_keys(negatives):
+        cols += [k, f"{k}_std"]
+    lines = ["\t".join(cols)]
+    lines += ["\t".join(_cell(r.get(c)) for c in cols) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _pm(m: float | None, s: float | None) -> str:
+    if m is None:
+        return "n/a"
+    return f"{m:.3f}" if s is None else f"{m:.3f} ± {s:.3f}"
+
+
+def markdown_text(rows: Sequence[Mapping[str, Any]], negatives: Sequence[str]) -> str:
+    """The table people read: mean ± std over runs, arrows say which way is better."""
+    cols = [*MAIN_COLUMNS, *((f"fpr_{t}", f"FPR {t}") for t in negatives), *G_COLUMNS]
+    arrow = {k: (" ↓" if k.startswith("fpr") else " ↑") for k, _ in cols}
+    head = ["dataset", "experiment", "runs", *(h + arrow[k] for k, h in cols)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["dataset"], r["experiment"], str(r["runs"])]
+        cells += [_pm(r.get(k), r.get(f"{k}_std")) for k, _ in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "mIoU and F under the original audio (higher is better); FPR = mean predicted-foreground "
+        "pixel fraction under negative audio, where the correct mask is empty (lower is better); "
+        "G-mIoU = sqrt(mIoU x (1 - mean FPR)), G-F likewise, per run. "
+        "Values: mean ± sample std over runs (seeds).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(
+    out_dir: str | Path,
+    rows: Sequence[Mapping[str, Any]],
+    negatives: Sequence[str],
+    split: str,
+) -> None:
+    """``summary.tsv``, ``summary.md`` and ``summary.json`` (each written atomically)."""
+    out = Path(out_dir)
+    atomic_write_text(out / "summary.tsv", tsv_text(rows, negatives))
+    atomic_write_text(out / "summary.md", markdown_text(rows, negatives))
+    doc = {
+        "metrics_version": METRICS_VERSION,
+        "split": split,
+        "negatives": list(negatives),
+        "definitions": DEFINITIONS,
+        "rows": list(rows),
+    }
+    atomic_write_text(out / "summary.json", json.dumps(doc, indent=2) + "\n")
