@@ -37,6 +37,7 @@ def _zero(like: Tensor) -> Tensor:
 
 
 def _frames_valid(logits: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(float32 logits, float32 target, bool valid [N]) after checking the shapes."""
     if logits.ndim != 4 or logits.shape[1] != 1:
         raise ValueError(f"logits must be [N, 1, H, W], got {tuple(logits.shape)}")
     if target.shape != logits.shape:
@@ -48,15 +49,29 @@ def _frames_valid(logits: Tensor, target: Tensor, valid: Tensor | None) -> tuple
     valid = valid.to(device=logits.device, dtype=torch.bool).reshape(-1)
     if valid.shape[0] != logits.shape[0]:
         raise ValueError(f"valid must be [N] = [{logits.shape[0]}], got {tuple(valid.shape)}")
-    return logits[valid].float(), target[valid].float()
+    return logits.float(), target.to(device=logits.device, dtype=torch.float32), valid
+
+
+def _mean_over_valid(per_frame: Tensor, valid: Tensor) -> Tensor:
+    """Mean of ``per_frame`` [N] over the valid frames; 0 (with a graph) when none is valid.
+
+    Selects with ``where`` rather than boolean indexing, so the number of valid frames is
+    never read back to the host: no device sync per batch, and the step can be captured
+    in a CUDA graph. Invalid frames get exactly zero value and gradient.
+    """
+    total = torch.where(valid, per_frame, torch.zeros_like(per_frame)).sum()
+    return total / valid.sum().clamp_min(1).to(total.dtype)
 
 
 def bce_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
-    """Binary cross-entropy with logits, mean over the pixels of the valid frames (0 if none)."""
-    lg, tg = _frames_valid(logits, target, valid)
-    if lg.shape[0] == 0:
-        return _zero(logits)
-    return F.binary_cross_entropy_with_logits(lg, tg)
+    """Binary cross-entropy with logits, mean over the pixels of the valid frames (0 if none).
+
+    Every frame has H*W pixels, so this is the mean over valid frames of each frame's
+    pixel mean.
+    """
+    lg, tg, ok = _frames_valid(logits, target, valid)
+    per_pixel = F.binary_cross_entropy_with_logits(lg, tg, reduction="none")
+    return _mean_over_valid(per_pixel.flatten(1).mean(1), ok)
 
 
 def soft_iou_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -68,16 +83,14 @@ def soft_iou_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None) -
     Both are in [0, 1], 0 exactly at the perfect prediction, and both have gradient
     (see the module docstring for why plain soft IoU / Dice would not on empty targets).
     """
-    lg, tg = _frames_valid(logits, target, valid)
-    if lg.shape[0] == 0:
-        return _zero(logits)
+    lg, tg, ok = _frames_valid(logits, target, valid)
     p, g = torch.sigmoid(lg).flatten(1), tg.flatten(1)
     inter = (p * g).sum(1)
     union = (p + g - p * g).sum(1)
     nonempty = g.sum(1) > 0
     iou_loss = 1.0 - inter / union.clamp_min(1e-6)
     empty_loss = p.mean(1)
-    return torch.where(nonempty, iou_loss, empty_loss).mean()
+    return _mean_over_valid(torch.where(nonempty, iou_loss, empty_loss), ok)
 
 
 def mask_loss(
