@@ -256,3 +256,109 @@ def test_preemption_in_first_epoch_leaves_no_checkpoint(data, tmp_path):
         run(data, tmp_path, "early", epochs=1, on_batch=lambda *a: request_preemption())
     assert err.value.epoch == 0 and err.value.checkpoint is None
     assert not (tmp_path / "early" / "ckpt" / "last.pt").exists()
+
+
+# ------------------------------------------------------------------------- speed settings
+def test_speed_keys_are_checked():
+    from avsrobust.train import resolve_config
+
+    c = resolve_config({})
+    assert c["deterministic"] is True and c["cuda_graphs"] is False and c["compile"] is False
+    for key in ("deterministic", "cuda_graphs", "compile"):
+        with pytest.raises(ConfigError, match=key):
+            resolve_config({key: "yes"})
+    with pytest.raises(ConfigError, match="cannot both"):
+        resolve_config({"cuda_graphs": True, "compile": True})
+
+
+def test_determinism_settings_are_restored():
+    from avsrobust.train import determinism
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    with determinism(False):
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.benchmark
+    with determinism(True):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.backends.cudnn.benchmark
+        assert not torch.utils.deterministic.fill_uninitialized_memory
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == before
+
+
+def test_cuda_graphs_key_trains_eagerly_on_cpu(data, full, tmp_path):
+    """cuda_graphs is a speed setting: on the CPU it is ignored, same weights as without."""
+    _, ref, _ = full
+    _, out, _ = run(data, tmp_path, "graphs_cpu", cuda_graphs=True, deterministic=False)
+    assert_same_weights(out / "final.pt", ref / "final.pt")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_graphed_step_matches_eager_cuda(data):
+    """The captured step replays the eager step's maths on every batch, any shape."""
+    from avsrobust.train import (
+        GraphedTrainStep,
+        build_optimizer,
+        determinism,
+        prepare_model,
+        resolve_config,
+        train_step,
+    )
+
+    dev = torch.device("cuda")
+    train_ds, _ = data
+    items = [train_ds[i] for i in range(4)] + [train_ds[(0, "silence")], train_ds[(1, "noise")]]
+    sizes = [2, 2, 2, 2, 1, 2, 2]  # a smaller batch between replays takes the eager path
+    batches, k = [], 0
+    for n in sizes:
+        batches.append([items[(k + j) % len(items)] for j in range(n)])
+        k += n
+    results = {}
+    for graphs in (False, True):
+        # float32: bf16 rounding would amplify the atomics of upsampling's backward
+        c = resolve_config({**CFG, "channels_last": True, "cuda_graphs": graphs})
+        with determinism(True):
+            torch.manual_seed(0)
+            model = prepare_model(c, dev)
+            opt = build_optimizer(model, c, dev)
+            graphed = GraphedTrainStep(model, opt, c, dev, warmup=2) if graphs else None
+            losses = []
+            for b in batches:
+                x = flatten_batch(torch.utils.data.default_collate(b), dev, True)
+                parts = graphed(x) if graphed else train_step(model, opt, x, c, dev)
+                losses.append(float(parts["total"]))
+        results[graphs] = (
+            losses,
+            {k: v.detach().float().cpu() for k, v in model.state_dict().items()},
+        )
+        if graphed:
+            assert graphed.replays == 4 and graphed.eager_steps == 3
+    (le, we), (lg, wg) = results[False], results[True]
+    np.testing.assert_allclose(lg, le, rtol=1e-3, atol=1e-5)
+    assert we.keys() == wg.keys()
+    for key in we:
+        torch.testing.assert_close(wg[key], we[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_train_cuda_graphs_and_resume_cuda(data, tmp_path):
+    """train() with cuda_graphs: same weights as eager CUDA training; resumes across the switch."""
+    train_ds, val_ds = data
+    cfg = {**CFG, "channels_last": True}
+    runs = {}
+    for name, over in (("eager", {}), ("graphs", {"cuda_graphs": True})):
+        out, ckpt = tmp_path / name / "out", tmp_path / name / "ckpt"
+        runs[name] = train({**cfg, **over}, train_ds, val_ds, out, ckpt, "cuda", False), out
+    we, wg = weights(runs["eager"][1] / "final.pt"), weights(runs["graphs"][1] / "final.pt")
+    for key in we:
+        torch.testing.assert_close(wg[key].float(), we[key].float(), rtol=1e-3, atol=1e-4, msg=key)
+    # an eager (non-capturable) checkpoint resumed with graphs on, and the other way round
+    out, ckpt = tmp_path / "mixed" / "out", tmp_path / "mixed" / "ckpt"
+    train({**cfg, "epochs": 1}, train_ds, val_ds, out, ckpt, "cuda", False)
+    summary = train(
+        {**cfg, "cuda_graphs": True, "epochs": 2}, train_ds, val_ds, out, ckpt, "cuda", False
+    )
+    assert summary["start_epoch"] == 1
+    summary = train(cfg, train_ds, val_ds, out, ckpt, "cuda", False)
+    assert summary["start_epoch"] == 2 and math.isfinite(summary["final_val_miou"])

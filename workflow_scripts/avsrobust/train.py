@@ -13,7 +13,12 @@ baseline experiment, positives only), ``workers`` (DataLoader processes), ``mode
 :func:`~avsrobust.models.build_model`), ``loss`` (``iou_weight``, ``av_weight``,
 ``classifier_weight``; :func:`~avsrobust.losses.total_loss`), ``amp`` (bf16 autocast, CUDA
 only), ``channels_last`` (CUDA only), ``gate_with_classifier`` (validation masks of frames
-the classifier calls silent are emptied; see :func:`gate_logits`).
+the classifier calls silent are emptied; see :func:`gate_logits`). Speed (none changes the
+maths; see :func:`determinism`, :class:`GraphedTrainStep`): ``deterministic`` (default true:
+deterministic kernels, cuDNN autotuning off; false: fastest kernels, cuDNN autotuning on),
+``cuda_graphs`` (capture the whole training step as one CUDA graph and replay it: removes
+the per-op CPU launch cost; CUDA only), ``compile`` (``torch.compile`` the model; not
+together with ``cuda_graphs``).
 
 Outputs. ``out_dir/metrics.tsv`` (one row per completed epoch, rewritten atomically) and
 ``out_dir/metrics.json`` (same rows, ``null`` for NaN, plus best epoch and config); columns:
@@ -33,8 +38,8 @@ metrics history are restored and training continues with the next epoch; a check
 written with a different seed/model/optimizer/loss/sampling config is refused
 (:class:`~avsrobust.errors.ConfigError`); ``epochs`` and ``workers`` may change. On the
 CPU the final weights equal (``torch.equal``) those of an uninterrupted run; on CUDA they do
-as far as the kernels are deterministic (``torch.use_deterministic_algorithms(True,
-warn_only=True)`` is on while training).
+as far as the kernels are deterministic (with ``deterministic: true``,
+``torch.use_deterministic_algorithms(True, warn_only=True)`` is on while training).
 
 Preemption. SIGTERM (what SLURM sends before killing a job) and SIGUSR1 (``--signal``)
 only set a flag (:func:`request_preemption` does the same). The loop checks it before each
@@ -87,6 +92,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "amp": True,
     "channels_last": True,
     "gate_with_classifier": False,
+    "deterministic": True,
+    "cuda_graphs": False,
+    "compile": False,
 }
 #: Config keys a checkpoint must agree on to be resumed (``epochs``/``workers`` may change).
 RESUME_KEYS = (
@@ -189,8 +197,12 @@ def resolve_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     need("lr", is_num(c["lr"]) and c["lr"] > 0, "a number > 0")
     need("weight_decay", is_num(c["weight_decay"]) and c["weight_decay"] >= 0, "a number >= 0")
     need("optimizer", c["optimizer"] in ("adam", "adamw"), "'adam' or 'adamw'")
-    for key in ("amp", "channels_last", "gate_with_classifier"):
+    for key in ("amp", "channels_last", "gate_with_classifier", "deterministic"):
         need(key, isinstance(c[key], bool), "true or false")
+    for key in ("cuda_graphs", "compile"):
+        need(key, isinstance(c[key], bool), "true or false")
+    if c["cuda_graphs"] and c["compile"]:
+        raise ConfigError("training.cuda_graphs and training.compile cannot both be true")
     need("negative_ratios", isinstance(c["negative_ratios"], dict), "a mapping type -> ratio")
     need("model", isinstance(c["model"], dict), "a mapping")
     loss_weights(c)  # raises on bad loss keys/values
@@ -264,6 +276,94 @@ def set_rng_state(state: Mapping[str, Any], loader: torch.utils.data.DataLoader)
         loader.generator.set_state(state["loader"].cpu())
 
 
+# ----------------------------------------------------------------------------- speed settings
+@contextlib.contextmanager
+def determinism(deterministic: bool) -> Iterator[None]:
+    """Kernel selection while training; the previous global settings come back afterwards.
+
+    ``True``: ``torch.use_deterministic_algorithms(True, warn_only=True)`` and no cuDNN
+    autotuning (same seed, same CUDA weights as far as kernels allow; CPU training is
+    deterministic either way). ``False``: any algorithm, cuDNN autotuning on (faster convs
+    for fixed shapes). Either way ``torch.utils.deterministic.fill_uninitialized_memory`` is
+    off: deterministic mode would otherwise write NaN into every new tensor, one extra
+    memory pass per allocation, a debugging aid our code does not need (it never reads
+    memory it has not written).
+    """
+    fill = torch.utils.deterministic
+    prev = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        fill.fill_uninitialized_memory,
+    )
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+    fill.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.benchmark = prev[2]
+        fill.fill_uninitialized_memory = prev[3]
+
+
+def prepare_model(c: Mapping[str, Any], device: torch.device) -> nn.Module:
+    """The configured model on ``device`` (channels-last and compiled when configured).
+
+    ``compile`` uses ``nn.Module.compile`` (in place), so ``state_dict`` keys stay the
+    model's own and checkpoints load into an uncompiled model.
+    """
+    model = build_model(c["model"]).to(device)
+    if c["channels_last"] and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if c.get("compile"):
+        model.compile()
+    return model
+
+
+def _optimizer_flags(c: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    """Implementation of Adam(W): fused kernels on CUDA (capturable for CUDA graphs)."""
+    if device.type != "cuda":
+        return {"fused": None, "foreach": None, "capturable": False}
+    return {"fused": True, "foreach": None, "capturable": bool(c.get("cuda_graphs"))}
+
+
+def build_optimizer(
+    model: nn.Module, c: Mapping[str, Any], device: torch.device
+) -> torch.optim.Optimizer:
+    """Adam or AdamW over the trainable parameters, as configured.
+
+    On CUDA the fused implementation (one kernel for all parameters; the same update
+    rule as the default multi-tensor one, up to rounding).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt_cls = torch.optim.Adam if c["optimizer"] == "adam" else torch.optim.AdamW
+    return opt_cls(
+        params, lr=c["lr"], weight_decay=c["weight_decay"], **_optimizer_flags(c, device)
+    )
+
+
+def load_optimizer_state(
+    opt: torch.optim.Optimizer, state: Mapping[str, Any], c: Mapping[str, Any], dev: torch.device
+) -> None:
+    """``opt.load_state_dict`` keeping this run's implementation flags.
+
+    A state dict carries the flags of the run that saved it (fused, capturable, ...);
+    a run resumed on another device or with ``cuda_graphs`` changed uses its own, with
+    each ``step`` counter where that implementation keeps it.
+    """
+    opt.load_state_dict(state)
+    flags = _optimizer_flags(c, dev)
+    on_device = bool(flags["fused"] or flags["capturable"])
+    for group in opt.param_groups:
+        group.update(flags)
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            if "step" in st:
+                where = p.device if on_device else torch.device("cpu")
+                st["step"] = torch.as_tensor(st["step"], dtype=torch.float32).to(where)
+
+
 # ----------------------------------------------------------------------------- batches
 def flatten_batch(
     batch: Mapping[str, Any], device: torch.device, channels_last: bool = False
@@ -292,10 +392,113 @@ def gate_logits(logits: Tensor, sounding: Tensor) -> Tensor:
     return torch.where(keep, logits, torch.full_like(logits, GATED_LOGIT))
 
 
-def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+def _autocast(
+    device: torch.device, amp: bool, cache: bool = True
+) -> contextlib.AbstractContextManager:
     if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()
+
+
+def train_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: Mapping[str, Tensor],
+    c: Mapping[str, Any],
+    device: torch.device,
+    *,
+    autocast_cache: bool = True,
+) -> dict[str, Tensor]:
+    """One optimizer step on a flattened batch: forward, :func:`total_loss`, backward, step.
+
+    Returns the detached loss parts (device tensors: nothing is read back to the host).
+    """
+    with _autocast(device, c["amp"], autocast_cache):
+        out = model(x["frames"], x["audio"])
+    loss, parts = total_loss(out, x, c)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return parts
+
+
+class GraphedTrainStep:
+    """:func:`train_step` captured once as a CUDA graph and replayed (``cuda_graphs: true``).
+
+    Eager PyTorch spends tens of microseconds of CPU per op launching ~2,000 kernels per
+    tpavi step; a graph replays them all in one launch. The first ``warmup`` steps run
+    eagerly on a side stream (what capture needs: cuDNN/cuBLAS handles, lazily created
+    optimizer state), then the whole step -- forward, loss, backward, optimizer update --
+    is captured with the next batch's shapes and replayed for every batch of those
+    shapes, the batch copied into static input buffers first. Batches of other shapes (an
+    epoch's smaller last batch) take the eager path. Every step, eager or replayed, is a
+    real training step with the same maths. The shapes captured are those of the first
+    batch seen.
+
+    Needs: CUDA, a capturable optimizer (:func:`build_optimizer` with ``cuda_graphs``), a
+    constant learning rate (it is baked into the graph), no host sync inside the step.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        c: Mapping[str, Any],
+        device: torch.device,
+        warmup: int = 3,
+    ) -> None:
+        if device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device")
+        self.model, self.opt, self.c, self.device = model, opt, c, device
+        self.warmup = warmup
+        self.eager_steps = 0
+        self.replays = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self._key: tuple | None = None
+        self._static_x: dict[str, Tensor] = {}
+        self._static_parts: dict[str, Tensor] = {}
+        self._side = torch.cuda.Stream(device=device)
+
+    @staticmethod
+    def _shape_key(x: Mapping[str, Tensor]) -> tuple:
+        return tuple((k, tuple(v.shape), v.dtype, v.stride()) for k, v in sorted(x.items()))
+
+    def _eager(self, x: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        main = torch.cuda.current_stream(self.device)
+        self._side.wait_stream(main)
+        with torch.cuda.stream(self._side):
+            parts = train_step(self.model, self.opt, x, self.c, self.device)
+        main.wait_stream(self._side)
+        self.eager_steps += 1
+        return parts
+
+    def _capture(self, x: Mapping[str, Tensor]) -> None:
+        self._static_x = {k: v.detach().clone() for k, v in x.items()}
+        graph = torch.cuda.CUDAGraph()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            self._static_parts = train_step(
+                self.model, self.opt, self._static_x, self.c, self.device, autocast_cache=False
+            )
+        self.graph = graph
+
+    def __call__(self, x: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        key = self._shape_key(x)
+        if self._key is None:
+            self._key = key  # the first batch's shapes are the ones captured
+        if key != self._key:
+            return self._eager(x)
+        if self.graph is None:
+            if self.eager_steps < self.warmup:
+                return self._eager(x)
+            self._capture(x)  # records the step; the replay below performs it
+        for k, v in x.items():
+            self._static_x[k].copy_(v, non_blocking=True)
+        assert self.graph is not None
+        self.graph.replay()
+        self.replays += 1
+        # copies: the next replay overwrites the static outputs
+        return {k: v.clone() for k, v in self._static_parts.items()}
 
 
 @torch.no_grad()
@@ -415,6 +618,7 @@ def _train_epoch(
     progress: bool,
     on_batch: Callable[[int, int, dict[str, Tensor]], Any] | None,
     last: Path,
+    step: GraphedTrainStep | None = None,
 ) -> dict[str, Any]:
     model.train()
     channels_last = c["channels_last"] and device.type == "cuda"
@@ -427,12 +631,7 @@ def _train_epoch(
             if _PREEMPT.is_set():
                 raise Preempted(epoch, last if last.exists() else None)
             x = flatten_batch(batch, device, channels_last)
-            with _autocast(device, c["amp"]):
-                out = model(x["frames"], x["audio"])
-            loss, parts = total_loss(out, x, c)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            parts = step(x) if step is not None else train_step(model, opt, x, c, device)
             for k, v in parts.items():
                 sums[k] = sums[k] + v if k in sums else v.clone()
             n_batches += 1
@@ -492,17 +691,10 @@ def train(
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    prev_bench = torch.backends.cudnn.benchmark
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    try:
-        with _preemption_handlers(say):
-            return _train(c, train_ds, val_ds, out_dir, ckpt_dir, dev, progress, say, on_batch)
-    finally:
-        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
-        torch.backends.cudnn.benchmark = prev_bench
+    if c["cuda_graphs"] and dev.type != "cuda":
+        say("cuda_graphs needs CUDA: training eagerly on the CPU")
+    with determinism(c["deterministic"]), _preemption_handlers(say):
+        return _train(c, train_ds, val_ds, out_dir, ckpt_dir, dev, progress, say, on_batch)
 
 
 def _train(
@@ -517,13 +709,9 @@ def _train(
     on_batch: Callable[[int, int, dict[str, Tensor]], Any] | None,
 ) -> dict[str, Any]:
     seed_everything(c["seed"])
-    model = build_model(c["model"]).to(dev)
+    model = prepare_model(c, dev)
     channels_last = c["channels_last"] and dev.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt_cls = torch.optim.Adam if c["optimizer"] == "adam" else torch.optim.AdamW
-    opt = opt_cls(params, lr=c["lr"], weight_decay=c["weight_decay"])
+    opt = build_optimizer(model, c, dev)
 
     sampler = RobustSampler(train_ds, c["negative_ratios"], seed=c["seed"])
     loader = build_loader(train_ds, sampler, c["batch_size"], c["workers"], dev, seed=c["seed"])
@@ -540,7 +728,7 @@ def _train(
         ck = torch.load(last, map_location=dev, weights_only=True)
         _check_resume(ck, c, len(train_ds), last)
         model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+        load_optimizer_state(opt, ck["optimizer"], c, dev)
         set_rng_state(ck["rng"], loader)
         start, history, best = int(ck["epoch"]), list(ck["history"]), ck["best"]
         say(f"resuming from {last}: {start} epoch(s) done")
@@ -549,10 +737,14 @@ def _train(
         f"{len(sampler)} items/epoch {sampler.counts()}, {len(val_items)} val items"
     )
 
+    # created after any resume: the capture must see the restored optimizer state
+    step = GraphedTrainStep(model, opt, c, dev) if c["cuda_graphs"] and dev.type == "cuda" else None
     for epoch in range(start, c["epochs"]):
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
-        row = _train_epoch(model, opt, loader, c, dev, epoch, conditions, progress, on_batch, last)
+        row = _train_epoch(
+            model, opt, loader, c, dev, epoch, conditions, progress, on_batch, last, step
+        )
         row.update(
             evaluate(
                 model,
