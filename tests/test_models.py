@@ -292,3 +292,56 @@ def test_tpavi_bf16_channels_last_cuda() -> None:
     assert torch.isfinite(loss)
     assert model.backbone.conv1.weight.grad is not None
     assert torch.isfinite(model.backbone.conv1.weight.grad).all()
+
+
+# ----------------------------------------------------------------------------- bilinear resize
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(("src", "dst"), [((3, 5), (7, 9)), ((7, 7), (28, 28)), ((9, 6), (4, 11))])
+def test_deterministic_bilinear_gradient_matches_interpolate(channels_last, src, dst) -> None:
+    """The matmul backward equals autograd through F.interpolate (float64, any sizes)."""
+    from avsrobust.models import _DeterministicBilinear
+
+    x = torch.randn(2, 3, *src, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(2, 3, *dst, dtype=torch.float64)
+    if channels_last:
+        g = g.contiguous(memory_format=torch.channels_last)
+    a = x.clone().requires_grad_(True)
+    ref = torch.nn.functional.interpolate(a, size=dst, mode="bilinear", align_corners=False)
+    ref.backward(g)
+    b = x.clone().requires_grad_(True)
+    out = _DeterministicBilinear.apply(b, dst)
+    out.backward(g)
+    assert torch.equal(out, ref)
+    torch.testing.assert_close(b.grad, a.grad, rtol=1e-12, atol=1e-12)
+    assert b.grad.shape == x.shape
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_resize_bilinear_deterministic_cuda() -> None:
+    """On CUDA in deterministic mode: native values, gradient close to the native kernel's."""
+    from avsrobust.models import resize_bilinear
+
+    x = torch.randn(4, 64, 14, 14, device="cuda").contiguous(memory_format=torch.channels_last)
+    g = torch.randn(4, 64, 56, 56, device="cuda").contiguous(memory_format=torch.channels_last)
+    a = x.clone().requires_grad_(True)
+    ref = torch.nn.functional.interpolate(a, size=(56, 56), mode="bilinear", align_corners=False)
+    ref.backward(g)
+    old = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        grads = []
+        for _ in range(2):
+            b = x.clone().requires_grad_(True)
+            out = resize_bilinear(b, (56, 56))
+            out.backward(g)
+            grads.append(b.grad)
+    finally:
+        torch.use_deterministic_algorithms(old)
+    assert torch.equal(out, ref)
+    assert torch.equal(grads[0], grads[1])  # deterministic
+    torch.testing.assert_close(grads[0], a.grad, rtol=1e-4, atol=1e-4)
