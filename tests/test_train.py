@@ -347,7 +347,8 @@ def test_train_cuda_graphs_and_resume_cuda(data, tmp_path):
     train_ds, val_ds = data
     cfg = {**CFG, "channels_last": True}
     runs = {}
-    for name, over in (("eager", {}), ("graphs", {"cuda_graphs": True})):
+    # workers > 0: the pin-memory thread runs CUDA calls while the step is captured
+    for name, over in (("eager", {}), ("graphs", {"cuda_graphs": True, "workers": 2})):
         out, ckpt = tmp_path / name / "out", tmp_path / name / "ckpt"
         runs[name] = train({**cfg, **over}, train_ds, val_ds, out, ckpt, "cuda", False), out
     we, wg = weights(runs["eager"][1] / "final.pt"), weights(runs["graphs"][1] / "final.pt")
@@ -362,3 +363,31 @@ def test_train_cuda_graphs_and_resume_cuda(data, tmp_path):
     assert summary["start_epoch"] == 1
     summary = train(cfg, train_ds, val_ds, out, ckpt, "cuda", False)
     assert summary["start_epoch"] == 2 and math.isfinite(summary["final_val_miou"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_failed_capture_falls_back_to_eager_cuda(data, monkeypatch):
+    """A step that cannot be captured (a host sync inside) is trained eagerly instead."""
+    import avsrobust.train as T
+
+    dev = torch.device("cuda")
+    c = T.resolve_config({**CFG, "cuda_graphs": True})
+    real = T.train_step
+
+    def syncing_step(*args, **kwargs):
+        parts = real(*args, **kwargs)
+        float(parts["total"])  # host sync: illegal while capturing
+        return parts
+
+    monkeypatch.setattr(T, "train_step", syncing_step)
+    train_ds, _ = data
+    batch = torch.utils.data.default_collate([train_ds[0], train_ds[1]])
+    with T.determinism(True):
+        model = T.prepare_model(c, dev)
+        opt = T.build_optimizer(model, c, dev)
+        step = T.GraphedTrainStep(model, opt, c, dev, warmup=1)
+        losses = [float(step(flatten_batch(batch, dev))["total"]) for _ in range(4)]
+    assert step.graph is None and step.capture_error and step.replays == 0
+    assert step.eager_steps == 4 and all(math.isfinite(v) for v in losses)
+    assert losses[-1] != losses[0]  # it trained

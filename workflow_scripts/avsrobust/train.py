@@ -436,7 +436,9 @@ class GraphedTrainStep:
     batch seen.
 
     Needs: CUDA, a capturable optimizer (:func:`build_optimizer` with ``cuda_graphs``), a
-    constant learning rate (it is baked into the graph), no host sync inside the step.
+    constant learning rate (it is baked into the graph), no host sync inside the step. If
+    capture fails anyway (``capture_error``), a warning is logged and every step runs
+    eagerly: nothing of the failed capture was executed.
     """
 
     def __init__(
@@ -454,6 +456,7 @@ class GraphedTrainStep:
         self.eager_steps = 0
         self.replays = 0
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.capture_error: str | None = None
         self._key: tuple | None = None
         self._static_x: dict[str, Tensor] = {}
         self._static_parts: dict[str, Tensor] = {}
@@ -472,26 +475,40 @@ class GraphedTrainStep:
         self.eager_steps += 1
         return parts
 
-    def _capture(self, x: Mapping[str, Tensor]) -> None:
+    def _capture(self, x: Mapping[str, Tensor]) -> bool:
+        """Record the step as a graph; False (and eager from now on) when capture fails."""
         self._static_x = {k: v.detach().clone() for k, v in x.items()}
         graph = torch.cuda.CUDAGraph()
         self.opt.zero_grad(set_to_none=True)
-        with torch.cuda.graph(graph):
-            self._static_parts = train_step(
-                self.model, self.opt, self._static_x, self.c, self.device, autocast_cache=False
+        try:
+            # thread_local: the DataLoader's pin-memory thread keeps calling CUDA (host
+            # allocations, event queries) while we capture; that must not void the capture
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self._static_parts = train_step(
+                    self.model, self.opt, self._static_x, self.c, self.device, autocast_cache=False
+                )
+        except RuntimeError as exc:  # nothing ran: the step is redone eagerly
+            self.capture_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            logging.getLogger(__name__).warning(
+                "CUDA graph capture failed, training eagerly: %s", self.capture_error
             )
+            self._static_x, self._static_parts = {}, {}
+            self.opt.zero_grad(set_to_none=True)
+            return False
         self.graph = graph
+        return True
 
     def __call__(self, x: Mapping[str, Tensor]) -> dict[str, Tensor]:
         key = self._shape_key(x)
         if self._key is None:
             self._key = key  # the first batch's shapes are the ones captured
-        if key != self._key:
+        if key != self._key or self.capture_error is not None:
             return self._eager(x)
         if self.graph is None:
             if self.eager_steps < self.warmup:
                 return self._eager(x)
-            self._capture(x)  # records the step; the replay below performs it
+            if not self._capture(x):  # records the step; the replay below performs it
+                return self._eager(x)
         for k, v in x.items():
             self._static_x[k].copy_(v, non_blocking=True)
         assert self.graph is not None
