@@ -139,6 +139,13 @@ SEEDS = config["training"]["seeds"]
 EXTERNAL = config["external_predictions"]
 EVAL = config["evaluation"]
 EVAL_SPLIT = EVAL["split"]
+for _name, _ext in EXTERNAL.items():
+    for _ds in DATASETS:
+        if _ds in _ext and not Path(_ext[_ds]).is_dir():
+            raise WorkflowError(
+                f"external_predictions.{_name}.{_ds}: {_ext[_ds]} is not a folder (expected "
+                f"<folder>/positive/{EVAL_SPLIT}/... PNGs in AVSBench's gt_masks layout)"
+            )
 _clash = sorted(set(EXTERNAL) & set(EXPERIMENTS))
 if _clash:
     raise WorkflowError(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import shutil
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import soundfile as sf
 import yaml
 
 from avsrobust.manifest import read_manifest
+from avsrobust.predictions import open_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(REPO / ".venv" / "bin" / "snakemake")
@@ -22,7 +26,7 @@ pytestmark = pytest.mark.workflow
 
 TINY = {
     "seed": 3,
-    "training": {"epochs": 1, "image_size": 32, "batch_size": 2},
+    "training": {"epochs": 1, "image_size": 32, "batch_size": 2, "seeds": [0, 1]},
     "synthetic": {
         "image_size": 32,
         "s4_videos": {"train": 4, "val": 2, "test": 3},
@@ -264,7 +268,7 @@ def test_training_outputs_of_the_default_experiments(tiny_run):
 
     for dataset in ("s4", "ms3"):
         for experiment in ("baseline", "robust"):
-            folder = tiny_run / "results/models" / dataset / experiment
+            folder = tiny_run / "results/models" / dataset / experiment / "seed1"
             for name in ("final.pt", "best.pt"):
                 state = torch.load(folder / name, map_location="cpu", weights_only=True)
                 assert state, f"{folder / name} is empty"
@@ -273,8 +277,83 @@ def test_training_outputs_of_the_default_experiments(tiny_run):
             assert len(rows) == 1 + TINY["training"]["epochs"]
             assert {"val_miou", "val_fpr_noise", "train_items_noise"} <= set(header)
             counts = dict(zip(header, rows[1].split("\t"), strict=True))
+            negatives = sum(
+                int(counts[f"train_items_{t}"]) for t in ("silence", "noise", "offscreen")
+            )
             if experiment == "baseline":
-                assert int(counts["train_items_noise"]) == 0
+                assert negatives == 0
             else:
-                assert int(counts["train_items_noise"]) > 0
-            assert (tiny_run / "results/checkpoints" / dataset / experiment / "last.pt").is_file()
+                assert negatives > 0
+            ckpt = tiny_run / "results/checkpoints" / dataset / experiment / "seed1" / "last.pt"
+            assert ckpt.is_file()
+            assert torch.load(ckpt, weights_only=True)["cfg"]["seed"] == 1
+
+
+CONDITIONS = ("positive", "silence", "noise", "offscreen")
+
+
+def test_evaluation_metrics_predictions_and_summary(tiny_run):
+    results = tiny_run / "results"
+    for ds, n_test in (("s4", 3), ("ms3", 2)):
+        for exp in ("baseline", "robust"):
+            for cond in CONDITIONS:
+                doc = json.loads((results / f"metrics/{ds}/{exp}/{cond}.json").read_text())
+                assert (doc["dataset"], doc["experiment"], doc["condition"]) == (ds, exp, cond)
+                assert doc["split"] == "test" and set(doc["runs"]) == {"seed0", "seed1"}
+                key = "miou" if cond == "positive" else "fpr"
+                values = [r[key] for r in doc["runs"].values()]
+                assert all(0.0 <= v <= 1.0 for v in values)
+                assert doc["mean"][key] == pytest.approx(statistics.mean(values))
+                assert doc["std"][key] == pytest.approx(statistics.stdev(values))
+                for run in ("seed0", "seed1"):
+                    preds = open_predictions(results / f"predictions/{ds}/{exp}/{cond}", run)
+                    assert preds.probs.shape == (n_test, 5, 32, 32)
+    lines = (results / "summary/summary.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    rows = [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
+    assert [(r["dataset"], r["experiment"]) for r in rows] == [
+        ("s4", "baseline"),
+        ("s4", "robust"),
+        ("ms3", "baseline"),
+        ("ms3", "robust"),
+    ]
+    for r in rows:
+        assert r["runs"] == "2" and r["g_miou_std"] != ""
+        g = (float(r["miou"]) * (1 - float(r["fpr_mean"]))) ** 0.5
+        assert abs(float(r["g_miou"]) - g) < 0.05  # mean of per-run values, near the value of means
+    md = (results / "summary/summary.md").read_text()
+    assert "G-mIoU" in md and "±" in md
+    for name in ("fpr_by_type", "g_metrics", "qualitative_s4", "qualitative_ms3"):
+        assert (results / f"summary/{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_bundles_the_table_and_figures(tiny_run, tmp_path):
+    proc = snakemake(tiny_run, TINY, "--report", str(tmp_path / "report.html"))
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "False-positive rate per negative audio type" in html, proc.stderr[-2000:]
+    assert "qualitative_ms3.png" in html and "summary.tsv" in html
+
+
+def test_external_predictions_are_scored_like_the_model_that_made_them(tiny_run, tmp_path):
+    """Export a model's masks as PNGs, feed them back through config: same numbers."""
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    rel = "results/predictions_png/s4/baseline/seed0"
+    pngs = work / rel
+    snakemake(work, TINY, *(f"{rel}/{c}" for c in CONDITIONS))
+    assert len(list((pngs / "noise").rglob("*.png"))) == 3 * 5
+    config = {**TINY, "external_predictions": {"mine": {"s4": str(pngs)}}}
+    snakemake(work, config)
+    for cond in CONDITIONS:
+        ours = json.loads((work / f"results/metrics/s4/baseline/{cond}.json").read_text())
+        theirs = json.loads((work / f"results/metrics/s4/mine/{cond}.json").read_text())
+        assert theirs["source"]["kind"] == "external"
+        assert theirs["runs"]["external"] == ours["runs"]["seed0"]
+    summary = (work / "results/summary/summary.tsv").read_text()
+    assert "s4\tmine\texternal\t1\t" in summary and "ms3\tmine" not in summary
+    bad = {**TINY, "external_predictions": {"theirs": {"s4": str(tmp_path / "nowhere")}}}
+    proc = snakemake(work, bad, "-n", check=False)
+    assert proc.returncode != 0
+    assert f"external_predictions.theirs.s4: {tmp_path / 'nowhere'} is not a folder" in (
+        proc.stdout + proc.stderr
+    )

@@ -1,0 +1,65 @@
+"""The effect the benchmark exists to expose, on the embedded default (config/config.yaml).
+
+The default run trains the small model twice per dataset: ``baseline`` (positive audio
+only) and ``robust`` (negative samples with empty masks mixed in). On the test split the
+baseline must keep segmenting under negative audio while the robust model must not, and
+positive-audio quality must stay close. Margins are several times the seed-to-seed spread
+seen while tuning, so the test is stable; the full run takes about 4-5 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(REPO / ".venv" / "bin" / "snakemake")
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture(scope="module")
+def default_summary(tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("default")
+    cmd = [
+        SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(REPO / "config" / "config.yaml"),
+        "--cores",
+        "2",
+        "--quiet",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    doc = json.loads((work / "results/summary/summary.json").read_text())
+    return {(r["dataset"], r["experiment"]): r for r in doc["rows"]}
+
+
+@pytest.mark.parametrize("dataset", ["s4", "ms3"])
+def test_baseline_segments_under_negative_audio_and_robust_does_not(default_summary, dataset):
+    base = default_summary[(dataset, "baseline")]
+    robust = default_summary[(dataset, "robust")]
+    for neg in ("silence", "noise"):
+        # the baseline paints a mask on most frames although nothing sounds ...
+        assert base[f"nonempty_{neg}"] >= 0.5, base
+        assert base[f"fpr_{neg}"] >= 0.015, base
+        # ... the robust model leaves (almost) every frame empty
+        assert robust[f"nonempty_{neg}"] <= 0.1, robust
+        assert robust[f"fpr_{neg}"] <= 0.005, robust
+    assert robust["fpr_mean"] <= 0.6 * base["fpr_mean"]
+
+
+@pytest.mark.parametrize("dataset", ["s4", "ms3"])
+def test_positive_quality_stays_close(default_summary, dataset):
+    base = default_summary[(dataset, "baseline")]
+    robust = default_summary[(dataset, "robust")]
+    assert base["miou"] >= 0.3 and robust["miou"] >= 0.3  # both learned to segment
+    assert robust["miou"] >= base["miou"] - 0.15
+    assert robust["fscore"] >= base["fscore"] - 0.15
