@@ -12,7 +12,8 @@ step -- over ``build_loader(AVSDataset, RobustSampler)`` with the robust experim
 negative ratios, after warm-up steps, synchronising CUDA around the timed loop.
 
 Each case reports videos/s, frames/s (5 frames per video), ms/step, peak memory (CUDA:
-``torch.cuda.max_memory_allocated``; CPU: peak RSS from ``resource.getrusage``, each case
+``torch.cuda.max_memory_allocated`` from the model's creation on, warm-up and CUDA-graph
+capture included; CPU: peak RSS from ``resource.getrusage``, each case
 in its own process), achieved model TFLOP/s and MFU: model FLOPs of one forward+backward
 step (``torch.utils.flop_counter.FlopCounterMode`` on the meta device) per second over the
 device's peak dense bf16 FLOP/s (``--peak-tflops``; known GPUs are detected by name,
@@ -22,9 +23,14 @@ Cases: ``loader`` (real data loading) and ``synthetic`` (tensors resident on the
 no data loading: the figure comparable with the published AVSBench code's), crossed with
 ``--deterministic`` and ``--cuda-graphs`` / ``--compile`` (the training config keys of
 the same names). On CUDA ``tpavi`` also gets ``fp32`` (no autocast, NCHW, deterministic:
-the published code's precision) and ``legacy`` (this project's training defaults before
-the speed work: deterministic mode with NaN-filled allocations, multi-tensor AdamW), and
-each model a ``data`` case (the loader alone, batches copied to the device).
+the published code's precision) and ``legacy`` (the training settings before the speed
+work: eager steps, deterministic mode with NaN-filled allocations, multi-tensor AdamW;
+model and loss code are today's, so it is not the old code's figure), and each model a
+``data`` case (the loader alone, batches copied to the device).
+
+``--profile N`` adds, for each eager synthetic CUDA case, a torch.profiler table of the
+top CUDA ops over N steps and CUDA-event times of the step's phases and of each block's
+forward (printed, and under ``profile`` in the JSON).
 """
 
 from __future__ import annotations
@@ -392,8 +398,7 @@ def run_case(case: Case, args: argparse.Namespace, data: dict, dev: torch.device
             step(get())
         _sync(dev)
         row["warmup_seconds"] = time.perf_counter() - t_compile
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(dev)
+        # no reset of the peak here: a CUDA graph's memory is allocated at capture
         sums: dict[str, torch.Tensor] = {}
         wait = 0.0
         t0 = time.perf_counter()
