@@ -26,15 +26,18 @@ pytestmark = pytest.mark.slurm
 SLURM_TINY = {
     "seed": 5,
     "datasets": ["s4"],
-    "splits": ["train", "test"],
     "features": {"gpus": 1},
+    "training": {"epochs": 1, "image_size": 32, "batch_size": 2},
     "synthetic": {
         "image_size": 32,
-        "s4_videos": {"train": 2, "val": 0, "test": 2},
+        "s4_videos": {"train": 2, "val": 2, "test": 2},
         "ms3_videos": {"train": 0, "val": 0, "test": 0},
     },
 }
 GROUP_SIZE = 5
+VIDEOS = 6
+#: rules that ask for a GPU: features (features.gpus), train and evaluate (default 1 each)
+GPU_RULES = {"audio_features": 3 * 4, "train": 2, "evaluate": 2 * 4}
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +129,11 @@ def test_slurm_run_gives_the_same_audio_as_a_local_run(slurm_run, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert sha_tree(work / "results/robust") == sha_tree(local / "results/robust")
-    assert len(list((work / "results/robust").rglob("*.wav"))) == 3 * 4
-    for split in ("train", "test"):
+    assert len(list((work / "results/robust").rglob("*.wav"))) == 3 * VIDEOS
+    assert (work / "results/summary/summary.tsv").read_text() == (
+        local / "results/summary/summary.tsv"
+    ).read_text()  # trained and scored on SLURM (on CPU): same numbers as locally
+    for split in ("train", "val", "test"):
         assert (work / f"results/features/s4/{split}/offscreen.npy").read_bytes() == (
             local / f"results/features/s4/{split}/offscreen.npy"
         ).read_bytes()
@@ -136,14 +142,16 @@ def test_slurm_run_gives_the_same_audio_as_a_local_run(slurm_run, tmp_path):
 def test_gpu_rules_asked_slurm_for_a_gpu_and_cpu_rules_did_not(slurm_run):
     _, text = slurm_run
     jobs = submitted(text)
-    features = {j: log for j, log in jobs.items() if "/rule_audio_features/" in log}
-    others = {j: log for j, log in jobs.items() if "/rule_audio_features/" not in log}
-    assert len(features) == 2 * 4  # splits x (positive + 3 negatives)
-    for jobid in features:
-        record = scontrol(jobid)
-        assert "TresPerJob=gres:gpu:1" in record, record
-        assert "JobState=COMPLETED" in record
-    assert others
+    for rule, count in GPU_RULES.items():
+        gpu_jobs = [j for j, log in jobs.items() if f"/rule_{rule}/" in log]
+        assert len(gpu_jobs) == count, (rule, jobs)
+        for jobid in gpu_jobs:
+            record = scontrol(jobid)
+            assert "TresPerJob=gres:gpu:1" in record, record
+            assert "JobState=COMPLETED" in record
+    others = {j: log for j, log in jobs.items() if not any(f"/rule_{r}/" in log for r in GPU_RULES)}
+    assert any("/rule_frame_cache/" in log for log in others.values())
+    assert any("/rule_summary/" in log for log in others.values())
     for jobid in others:
         record = scontrol(jobid)
         assert "TresPerJob" not in record and "TresPerNode" not in record, record
@@ -154,8 +162,8 @@ def test_per_clip_jobs_went_out_as_grouped_submissions(slurm_run):
     _, text = slurm_run
     jobs = submitted(text)
     groups = [j for j, log in jobs.items() if "/group_negative_audio" in log]
-    clips = 3 * 4
-    assert len(groups) == -(-clips // GROUP_SIZE)  # ceil: 12 clips in groups of 5 -> 3
+    clips = 3 * VIDEOS
+    assert len(groups) == -(-clips // GROUP_SIZE)  # ceil: 18 clips in groups of 5 -> 4
     assert not any(
         "/rule_negative_audio" in log or "/rule_offscreen_audio" in log for log in jobs.values()
     )
