@@ -448,3 +448,25 @@ def test_byo_cli_names_a_missing_png(world, tmp_path):
     )
     assert proc.returncode == 1
     assert f"{gone}: prediction PNG is missing" in proc.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_predict_and_score_on_cuda_agree_with_cpu(world, tmp_path):
+    root, results = world
+    torch.manual_seed(0)
+    model = build_model({"name": "small", "classifier": True})
+    feats = _features(results, root, "s4", "positive", 0.0)
+    ds = AVSDataset(FC.cache_dir(results, "s4", "test"), feats, ["positive"])
+    cache = FC.open_cache(FC.cache_dir(results, "s4", "test"))
+    cpu = predict(model, ds, "positive", tmp_path / "cpu", "seed0", torch.device("cpu"))
+    gpu = predict(
+        model.to("cuda"), ds, "positive", tmp_path / "gpu", "seed0", torch.device("cuda"), amp=True
+    )
+    assert gpu.videos == cpu.videos
+    diff = np.abs(np.asarray(gpu.probs, np.int16) - np.asarray(cpu.probs, np.int16))
+    assert diff.mean() < 3  # bf16 autocast: close, not bit-equal
+    on_cpu = score(cpu, cache, "positive", device="cpu")
+    on_gpu = score(cpu, cache, "positive", device="cuda")
+    for key in ("miou", "fscore", "fscore_avsbench"):
+        assert on_gpu[key] == pytest.approx(on_cpu[key], abs=1e-9)

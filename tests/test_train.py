@@ -391,3 +391,4 @@ def test_failed_capture_falls_back_to_eager_cuda(data, monkeypatch):
     assert step.graph is None and step.capture_error and step.replays == 0
     assert step.eager_steps == 4 and all(math.isfinite(v) for v in losses)
     assert losses[-1] != losses[0]  # it trained
+    assert torch.randn(4, device="cuda").isfinite().all()  # the CUDA RNG still works

@@ -422,6 +422,18 @@ def train_step(
     return parts
 
 
+def _release_rng_after_failed_capture(device: torch.device) -> None:
+    """Give the device's default CUDA generator a fresh state object.
+
+    A capture that fails in ``capture_end`` never runs the generator's capture epilogue,
+    so its state still believes a capture is under way and every later random draw on
+    the device fails ("Offset increment outside graph capture"). ``clone_state`` copies
+    seed and offset into a new state that is not capturing.
+    """
+    gen = torch.cuda.default_generators[device.index or 0]
+    gen.graphsafe_set_state(gen.clone_state())
+
+
 class GraphedTrainStep:
     """:func:`train_step` captured once as a CUDA graph and replayed (``cuda_graphs: true``).
 
@@ -494,6 +506,7 @@ class GraphedTrainStep:
             )
             self._static_x, self._static_parts = {}, {}
             self.opt.zero_grad(set_to_none=True)
+            _release_rng_after_failed_capture(self.device)
             return False
         self.graph = graph
         return True
