@@ -46,7 +46,7 @@ from .predictions import (
     write_index,
 )
 from .summary import mean_std
-from .train import _autocast, flatten_batch, gate_logits
+from .train import flatten_batch, predict_logits
 
 CHECKPOINTS = ("best", "final")
 
@@ -112,11 +112,7 @@ def predict(
     with PredictionWriter(out_dir / f"{run}.npy", len(items), dataset.image_size) as writer:
         for batch in tqdm(loader, desc=f"{run} {condition}", disable=not progress, unit="batch"):
             x = flatten_batch(batch, device, cl)
-            with _autocast(device, amp):
-                out = model(x["frames"], x["audio"])
-            logits = out["logits"].float()
-            if gate and out.get("sounding") is not None:
-                logits = gate_logits(logits, out["sounding"].float())
+            logits = predict_logits(model, x, device, amp=amp, gate=gate)
             b, t = batch["frames"].shape[:2]
             q = logits_to_uint8(logits).reshape(b, t, *logits.shape[-2:]).cpu().numpy()
             writer.write(row, q)

@@ -195,22 +195,28 @@ class FrameCache:
         return int(self.frames.shape[2])
 
 
-def read_index(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a cache ``index.tsv``, checked (columns, consecutive 0-based rows)."""
+def read_row_index(path: str | Path, columns: Sequence[str], missing: str) -> list[dict[str, str]]:
+    """Rows of an index TSV with exactly ``columns``, the first being consecutive 0-based
+    ``row`` numbers; a missing file, other columns or a gap raise InputError naming it."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "frame cache index is missing (build the cache first)")
+        raise InputError(path, missing)
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle, delimiter="\t")
-        if tuple(reader.fieldnames or ()) != INDEX_COLUMNS:
-            raise InputError(
-                path, f"expected columns {list(INDEX_COLUMNS)}, got {reader.fieldnames}"
-            )
+        if tuple(reader.fieldnames or ()) != tuple(columns):
+            raise InputError(path, f"expected columns {list(columns)}, got {reader.fieldnames}")
         rows = list(reader)
     for i, row in enumerate(rows):
         if row["row"] != str(i):
             raise InputError(path, f"row number {row['row']!r}, expected {i}", i + 2)
     return rows
+
+
+def read_index(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a cache ``index.tsv``, checked (columns, consecutive 0-based rows)."""
+    return read_row_index(
+        path, INDEX_COLUMNS, "frame cache index is missing (build the cache first)"
+    )
 
 
 def load_npy(path: Path, missing: str = "frame cache file is missing (build the cache first)"):

@@ -40,7 +40,7 @@ from PIL import Image
 
 from .atomic import atomic_path, atomic_write_bytes
 from .errors import ConfigError, InputError
-from .frame_cache import N_FRAMES, load_npy
+from .frame_cache import N_FRAMES, load_npy, read_row_index
 
 INDEX_FILE = "index.tsv"
 INDEX_COLUMNS = ("row", "video", "category")
@@ -104,19 +104,7 @@ def write_index(path: str | Path, videos: Sequence[str], categories: Sequence[st
 
 def read_index(path: str | Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(videos, categories) of a predictions ``index.tsv``, checked row by row."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "predictions index is missing")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        if tuple(reader.fieldnames or ()) != INDEX_COLUMNS:
-            raise InputError(
-                path, f"expected columns {list(INDEX_COLUMNS)}, got {reader.fieldnames}"
-            )
-        rows = list(reader)
-    for i, row in enumerate(rows):
-        if row["row"] != str(i):
-            raise InputError(path, f"row number {row['row']!r}, expected {i}", i + 2)
+    rows = read_row_index(path, INDEX_COLUMNS, "predictions index is missing")
     return tuple(r["video"] for r in rows), tuple(r["category"] for r in rows)
 
 

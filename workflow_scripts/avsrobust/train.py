@@ -531,6 +531,19 @@ class GraphedTrainStep:
         return {k: v.clone() for k, v in self._static_parts.items()}
 
 
+def predict_logits(
+    model: nn.Module, x: Mapping[str, Tensor], device: torch.device, *, amp: bool, gate: bool
+) -> Tensor:
+    """Float32 mask logits of a flattened batch; ``gate``: empty the frames the
+    classifier head calls silent (models without the head are never gated)."""
+    with _autocast(device, amp):
+        out = model(x["frames"], x["audio"])
+    logits = out["logits"].float()
+    if gate and out.get("sounding") is not None:
+        logits = gate_logits(logits, out["sounding"].float())
+    return logits
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -553,11 +566,7 @@ def evaluate(
     try:
         for batch in loader:
             x = flatten_batch(batch, device, channels_last)
-            with _autocast(device, amp):
-                out = model(x["frames"], x["audio"])
-            logits = out["logits"].float()
-            if gate and out.get("sounding") is not None:
-                logits = gate_logits(logits, out["sounding"].float())
+            logits = predict_logits(model, x, device, amp=amp, gate=gate)
             t = batch["frames"].shape[1]
             conds = [c for c in batch["condition"] for _ in range(t)]
             pos = torch.tensor([c == "positive" for c in conds], device=logits.device)
