@@ -1,5 +1,5 @@
 # Entry points for a fresh machine (see README):
-#   make run    set up .venv and build AVSBench-Robust from the embedded synthetic benchmark
+#   make run    set up .venv, build AVSBench-Robust from the embedded synthetic benchmark, train, evaluate
 #   make test   set up .venv and run the tests (SLURM tests start a local one-node cluster)
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -40,6 +40,7 @@ lint: venv
 
 bench: venv
 	$(VENV)/bin/python benchmarks/robust_pipeline.py
+	$(VENV)/bin/python benchmarks/train_throughput.py --out benchmarks/out/train_throughput.json
 
 clean:
 	rm -rf results logs .snakemake
