@@ -24,15 +24,12 @@ def main(logger):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cache_dir = Path(snakemake.input.cache).parent
     cache = open_cache(cache_dir)
-    listed = read_feature_index(snakemake.input.clips)
-    rows = [i for i, v in enumerate(cache.videos) if v in listed]
     logger.info(
-        "%s/%s %s on %s: %d videos of %s, runs %s",
+        "%s/%s %s on %s, %s split, runs %s",
         p["dataset"],
         p["experiment"],
         cond,
         device,
-        len(rows),
         p["split"],
         p["runs"],
     )
@@ -40,6 +37,8 @@ def main(logger):
     makers = {}
     if hasattr(snakemake.input, "external"):
         root = Path(snakemake.input.external)
+        listed = read_feature_index(snakemake.input.clips)  # videos with this condition's audio
+        rows = [i for i, v in enumerate(cache.videos) if v in listed]
         videos = [cache.videos[i] for i in rows]
         categories = [cache.categories[i] for i in rows]
 

@@ -9,7 +9,7 @@ snakemake = globals()["snakemake"]
 
 def main(logger):
     from avsrobust import plots
-    from avsrobust.frame_cache import open_cache
+    from avsrobust.frame_cache import cache_dir, open_cache
     from avsrobust.predictions import open_predictions
     from avsrobust.summary import experiment_row, load_condition, write_summary
 
@@ -27,7 +27,7 @@ def main(logger):
     plots.g_metrics(rows, snakemake.output.g)
     for path in snakemake.output.qualitative:
         ds = Path(path).stem.removeprefix("qualitative_")
-        cache = open_cache(Path("results/frame_cache") / ds / p.split)
+        cache = open_cache(cache_dir("results", ds, p.split))
         preds = {}
         for name in p.names[ds]:
             run = docs[(ds, name)]["positive"]["runs"]

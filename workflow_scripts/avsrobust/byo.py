@@ -29,8 +29,8 @@ import numpy as np
 
 from .atomic import atomic_write_text
 from .errors import ConfigError, InputError
-from .frame_cache import IGNORE, N_FRAMES, load_mask
-from .layout import AVSS_META, DATASETS, NEGATIVE_TYPES, SPLITS, Clip, annotated_frames, mask_png
+from .frame_cache import N_FRAMES, load_clip_masks
+from .layout import AVSS_META, DATASETS, NEGATIVE_TYPES, SPLITS, Clip
 from .metadata import read_clips
 from .predictions import PNG_FORMATS, open_predictions, read_png_tree, write_index
 from .summary import markdown_text, run_row
@@ -49,10 +49,9 @@ class GroundTruth:
 
 def load_ground_truth(root: str | Path, clips: Sequence[Clip], size: int) -> GroundTruth:
     """GT masks of ``clips`` from an AVSBench copy at ``size`` px; missing files are named."""
-    masks = np.full((len(clips), N_FRAMES, size, size), IGNORE, dtype=np.uint8)
+    masks = np.empty((len(clips), N_FRAMES, size, size), dtype=np.uint8)
     for i, clip in enumerate(clips):
-        for k in annotated_frames(clip):
-            masks[i, k - 1] = load_mask(mask_png(root, clip, k), size)
+        masks[i] = load_clip_masks(root, clip, size)
     return GroundTruth(masks, tuple(c.video for c in clips), tuple(c.category for c in clips))
 
 

@@ -48,8 +48,6 @@ from .predictions import (
 from .summary import mean_std
 from .train import flatten_batch, predict_logits
 
-CHECKPOINTS = ("best", "final")
-
 
 # ----------------------------------------------------------------------------- models
 def load_checkpoint(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:

@@ -90,13 +90,18 @@ def load_mask(path: str | Path, size: int) -> np.ndarray:
     return binary
 
 
-def load_clip(root: str | Path, clip: Clip, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(frames [5, S, S, 3], masks [5, S, S]) of one clip; IGNORE where not annotated."""
-    frames = np.stack([load_frame(frame_png(root, clip, k), size) for k in range(1, N_FRAMES + 1)])
+def load_clip_masks(root: str | Path, clip: Clip, size: int) -> np.ndarray:
+    """masks [5, S, S] of one clip: 0/1 on annotated frames, IGNORE on the others."""
     masks = np.full((N_FRAMES, size, size), IGNORE, dtype=np.uint8)
     for k in annotated_frames(clip):
         masks[k - 1] = load_mask(mask_png(root, clip, k), size)
-    return frames, masks
+    return masks
+
+
+def load_clip(root: str | Path, clip: Clip, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frames [5, S, S, 3], masks [5, S, S]) of one clip; IGNORE where not annotated."""
+    frames = np.stack([load_frame(frame_png(root, clip, k), size) for k in range(1, N_FRAMES + 1)])
+    return frames, load_clip_masks(root, clip, size)
 
 
 def _decoded(

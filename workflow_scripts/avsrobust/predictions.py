@@ -183,8 +183,8 @@ def export_png(
     return n
 
 
-def _read_png(path: Path, size: int, fmt: str) -> tuple[np.ndarray, bool]:
-    """(uint8 [size, size] values, looks-binary) of one prediction PNG."""
+def _read_png(path: Path, size: int, fmt: str) -> np.ndarray:
+    """uint8 [size, size] values of one prediction PNG (binary ones resized nearest)."""
     try:
         with Image.open(path) as img:
             img.load()
@@ -221,7 +221,7 @@ def _read_png(path: Path, size: int, fmt: str) -> tuple[np.ndarray, bool]:
     if arr.shape != (size, size):
         resample = Image.Resampling.NEAREST if binary else Image.Resampling.BILINEAR
         arr = np.asarray(Image.fromarray(arr).resize((size, size), resample), dtype=np.uint8)
-    return arr, binary
+    return arr
 
 
 def read_png_tree(
@@ -258,7 +258,7 @@ def read_png_tree(
         for i, (video, category) in enumerate(zip(videos, categories, strict=True)):
             for k in range(1, N_FRAMES + 1):
                 path = prediction_png(root, dataset, split, condition, video, category, k)
-                arr, _ = _read_png(path, size, fmt)
+                arr = _read_png(path, size, fmt)
                 array[i, k - 1] = arr
                 top = max(top, int(arr.max(initial=0)))
         if fmt == "auto" and top == 1:  # 0/1 masks throughout: 1 is foreground
