@@ -95,3 +95,22 @@ def test_non_utf8_csv(tmp_path):
     path.write_bytes(b"name,start,category,split\n\xff\xfe,0,dog_barking,train\n")
     with pytest.raises(InputError, match="not UTF-8"):
         read_s4(tmp_path)
+
+
+def test_real_avss_rows_outside_v1m_are_not_read(tiny_root):
+    """The real AVSS file holds v1s/v2 rows with any vocabulary; only v1m rows are read."""
+    write_csv(
+        tiny_root / layout.AVSS_META,
+        ["vid", "uid", "s_min", "s_sec", "a_obj", "split", "label"],
+        [
+            ["-ms3aaaaaaa", "-ms3aaaaaaa_0", "0", "0", "man_piano", "train", "v1m"],
+            ["__GOGlHL23s", "__GOGlHL23s_0", "0", "10", "h orse", "train", "v1s"],
+            ["_-2Juad6tOo", "_-2Juad6tOo_0", "1", "5", "girl_guitar", "train", "v2"],
+            ["_-2Juad6tOo", "_-2Juad6tOo_1", "1", "15", "off-the-screen_clock", "val", "v2"],
+            # a v2 row for an MS3 id must not add groups to it
+            ["ms3eeeeeeee", "ms3eeeeeeee_7", "0", "0", "tiger", "test", "v2"],
+        ],
+    )
+    ms3 = {c.video: c for c in read_ms3(tiny_root)}
+    assert ms3["-ms3aaaaaaa"].groups == {"human", "music"}
+    assert ms3["ms3eeeeeeee"].groups == frozenset()  # no v1m row: reported by the planner

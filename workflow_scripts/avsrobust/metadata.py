@@ -14,6 +14,9 @@ from .errors import InputError
 from .groups import MS3_OBJECT_GROUP, S4_CATEGORY_GROUP, split_objects
 from .layout import AVSS_META, META_FILES, SPLITS, Clip, check_id
 
+#: AVSS ``label`` of the MS3 (AVSBench v1 multi-source) rows: the only rows read.
+AVSS_MS3_LABEL = "v1m"
+
 
 def read_csv_rows(path: str | Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
     """Rows of a CSV as (row number, dict), after checking the required columns."""
@@ -65,21 +68,30 @@ def read_s4(root: str | Path) -> list[Clip]:
 
 
 def read_avss_objects(path: str | Path) -> dict[str, frozenset[str]]:
-    """AVSS ``vid`` -> sound groups of its ``a_obj`` objects (v1m rows preferred)."""
+    """AVSS ``vid`` -> sound groups of its ``a_obj`` objects, from the ``v1m`` rows only.
+
+    The real ``AVSS/metadata.csv`` also holds ``v1s`` (S4, with typos such as
+    ``h orse``) and ``v2`` rows (AVSS-semantic, 70-class vocabulary: ``girl``,
+    ``clock``, ...). The published generator reads ``label == 'v1m'`` rows for MS3
+    groups, and so do we: other rows are not validated (they may hold anything).
+    An object outside the MS3 vocabulary in a ``v1m`` row is an error naming the row.
+    """
     path = Path(path)
-    by_vid: dict[str, dict[bool, set[str]]] = {}
+    by_vid: dict[str, set[str]] = {}
     for row_no, row in read_csv_rows(path, ("vid", "a_obj", "label")):
-        vid = row["vid"]
-        groups: set[str] = set()
+        if row["label"] != AVSS_MS3_LABEL:
+            continue
+        groups = by_vid.setdefault(row["vid"], set())
         for obj in split_objects(row["a_obj"]):
             if obj not in MS3_OBJECT_GROUP:
                 raise InputError(
-                    path, f"unknown sounding object {obj!r} in a_obj {row['a_obj']!r}", row_no
+                    path,
+                    f"unknown sounding object {obj!r} in a_obj {row['a_obj']!r} of a "
+                    f"{AVSS_MS3_LABEL} row (MS3 objects: {', '.join(sorted(MS3_OBJECT_GROUP))})",
+                    row_no,
                 )
             groups.add(MS3_OBJECT_GROUP[obj])
-        slot = by_vid.setdefault(vid, {True: set(), False: set()})
-        slot[row["label"] == "v1m"] |= groups
-    return {vid: frozenset(s[True] or s[False]) for vid, s in by_vid.items()}
+    return {vid: frozenset(groups) for vid, groups in by_vid.items()}
 
 
 def read_ms3(root: str | Path, avss: str | Path | None = None) -> list[Clip]:
