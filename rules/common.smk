@@ -22,7 +22,11 @@ from avsrobust.errors import InputError  # noqa: E402
 from avsrobust.metadata import read_clips  # noqa: E402
 from avsrobust.negatives import NegativeSettings  # noqa: E402
 from avsrobust.offscreen_plan import plannable  # noqa: E402
-from avsrobust.synthetic import SyntheticConfig, synthetic_index  # noqa: E402
+from avsrobust.synthetic import (  # noqa: E402
+    SyntheticConfig,
+    synthetic_index,
+    visible_object_veto,
+)
 
 SYNTHETIC = not config["avsbench_root"]
 DATA_ROOT = "results/synthetic_avsbench" if SYNTHETIC else config["avsbench_root"]
@@ -51,9 +55,17 @@ def _load_clips():
 
 
 CLIPS = _load_clips()
+# Synthetic clips: donors that sound like a visible silent object are vetoed (the
+# offscreen_plan job does the same); real data follows the published rules only.
+DONOR_VETO = (
+    visible_object_veto(SyntheticConfig.from_mapping(config["synthetic"]))
+    if SYNTHETIC
+    else None
+)
 OFFSCREEN_CLIPS = {
     ds: {
-        sp: plannable(CLIPS[ds][sp], config["offscreen"]["on_missing"]) for sp in SPLITS
+        sp: plannable(CLIPS[ds][sp], config["offscreen"]["on_missing"], DONOR_VETO)
+        for sp in SPLITS
     }
     for ds in DATASETS
 }

@@ -14,6 +14,7 @@ rule offscreen_plan:
         seed=config["seed"],
         policy=config["offscreen"]["on_missing"],
         splits=SPLITS,
+        synthetic=config["synthetic"] if SYNTHETIC else None,
     script:
         "../workflow_scripts/plan_offscreen.py"
 

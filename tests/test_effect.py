@@ -1,10 +1,14 @@
 """The effect the benchmark exists to expose, on the embedded default (config/config.yaml).
 
-The default run trains the small model twice per dataset: ``baseline`` (positive audio
-only) and ``robust`` (negative samples with empty masks mixed in). On the test split the
-baseline must keep segmenting under negative audio while the robust model must not, and
-positive-audio quality must stay close. Margins are several times the seed-to-seed spread
-seen while tuning, so the test is stable; the full run takes about 4-5 minutes on 2 cores.
+The default run trains the small model for three seeds per dataset and experiment:
+``baseline`` (positive audio only) and ``robust`` (negative samples with empty masks mixed
+in, and the other clips' audio in each batch as off-screen sound). On the test split,
+means over the seeds: the baseline keeps segmenting under every negative audio; the
+robust model leaves (almost) every frame empty under silence and noise, halves the
+baseline's off-screen FPR and paints a mask on at most 30% of off-screen frames, at a
+positive-audio mIoU and F within 0.05 of the baseline's (the goal of the off-screen
+issue). The README's results table shows the margins; the full run takes about
+8 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -46,14 +50,19 @@ def default_summary(tmp_path_factory) -> dict:
 def test_baseline_segments_under_negative_audio_and_robust_does_not(default_summary, dataset):
     base = default_summary[(dataset, "baseline")]
     robust = default_summary[(dataset, "robust")]
-    for neg in ("silence", "noise"):
-        # the baseline paints a mask on most frames although nothing sounds ...
+    assert base["runs"] == robust["runs"] == 3
+    for neg in ("silence", "noise", "offscreen"):
+        # the baseline paints a mask on most frames although nothing visible sounds
         assert base[f"nonempty_{neg}"] >= 0.5, base
         assert base[f"fpr_{neg}"] >= 0.015, base
+    for neg in ("silence", "noise"):
         # ... the robust model leaves (almost) every frame empty
         assert robust[f"nonempty_{neg}"] <= 0.1, robust
         assert robust[f"fpr_{neg}"] <= 0.005, robust
-    assert robust["fpr_mean"] <= 0.6 * base["fpr_mean"]
+    # off-screen sound: the sound is real but comes from nothing in view
+    assert robust["fpr_offscreen"] <= 0.5 * base["fpr_offscreen"], (base, robust)
+    assert robust["nonempty_offscreen"] <= 0.3, robust
+    assert robust["fpr_mean"] <= 0.5 * base["fpr_mean"]
 
 
 @pytest.mark.parametrize("dataset", ["s4", "ms3"])
@@ -61,5 +70,5 @@ def test_positive_quality_stays_close(default_summary, dataset):
     base = default_summary[(dataset, "baseline")]
     robust = default_summary[(dataset, "robust")]
     assert base["miou"] >= 0.3 and robust["miou"] >= 0.3  # both learned to segment
-    assert robust["miou"] >= base["miou"] - 0.15
-    assert robust["fscore"] >= base["fscore"] - 0.15
+    assert robust["miou"] >= base["miou"] - 0.05
+    assert robust["fscore"] >= base["fscore"] - 0.05

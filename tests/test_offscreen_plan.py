@@ -111,3 +111,29 @@ def test_plan_tsv_round_trip(tmp_path):
     plan = read_plan(tmp_path / "plan.tsv")
     assert plan[("train", "-x")] == (rows[0].donor.video, rows[0].donor.category)
     assert format_plan(plan_donors(clips, 3)[0]) == text
+
+
+def test_veto_redraws_only_vetoed_donors():
+    """A veto removes donors; every clip whose first draw passes keeps it (same stream)."""
+    clips = [s4(f"v{i}", cat) for i, cat in enumerate(S4_CATEGORIES)]
+    plain, _ = plan_donors(clips, 11)
+    banned = {r.target.video: r.donor.video for r in plain[::3]}  # veto every third draw
+    rows, skipped = plan_donors(clips, 11, veto=lambda t, d: banned.get(t.video) == d.video)
+    assert not skipped
+    for before, after in zip(plain, rows, strict=True):
+        if before.target.video in banned:
+            assert after.donor.video != banned[before.target.video]
+            assert not (after.donor.groups & forbidden_donor_groups("s4", after.target.groups))
+        else:
+            assert after.donor == before.donor
+
+
+def test_veto_of_every_donor_is_a_problem():
+    clips = [s4("a", "playing_piano"), s4("b", "dog_barking"), s4("c", "helicopter")]
+    veto = lambda t, d: t.video == "a"  # noqa: E731
+    with pytest.raises(PlanError, match="a: no clip"):
+        plan_donors(clips, 0, policy="fail", veto=veto)
+    rows, skipped = plan_donors(clips, 0, policy="skip", veto=veto)
+    assert set(skipped) == {"a"} and [r.target.video for r in rows] == ["b", "c"]
+    assert [c.video for c in plannable(clips, "skip", veto)] == ["b", "c"]
+    assert [c.video for c in plannable(clips, "skip")] == ["a", "b", "c"]

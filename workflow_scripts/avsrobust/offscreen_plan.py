@@ -5,6 +5,11 @@ its sound groups may be the target's own groups or the groups excluded for
 them (S4 by category, MS3 by the AVSS ``a_obj`` objects). The choice for a
 clip is drawn from its own random stream, so it does not depend on the order
 of the table or on which other clips exist in other splits.
+
+An optional ``veto(target, donor)`` removes further donors. Real AVSBench gets none
+(the published rules above, nothing more); the embedded synthetic benchmark knows
+which silent objects each clip shows and vetoes donors that sound like one of them
+(:func:`avsrobust.synthetic.visible_object_veto`): the empty target would be wrong.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +28,8 @@ from .layout import Clip
 from .seeding import item_rng
 
 POLICIES = ("fail", "skip")
+#: ``veto(target, donor)`` -> True when ``donor`` may not give ``target`` its off-screen sound.
+Veto = Callable[[Clip, Clip], bool]
 PLAN_COLUMNS = ("split", "video", "category", "groups", "donor", "donor_category", "donor_groups")
 
 
@@ -39,7 +47,7 @@ def _fmt_groups(groups: frozenset[str]) -> str:
     return "+".join(sorted(groups))
 
 
-def problems(clips: list[Clip]) -> dict[str, str]:
+def problems(clips: list[Clip], veto: Veto | None = None) -> dict[str, str]:
     """video -> why it cannot get a donor (unmatched groups, or no valid donor)."""
     by_split: dict[str, list[Clip]] = defaultdict(list)
     for clip in clips:
@@ -55,7 +63,13 @@ def problems(clips: list[Clip]) -> dict[str, str]:
             if clip.groups not in cache:
                 bad = forbidden_donor_groups(clip.dataset, clip.groups)
                 cache[clip.groups] = any(d.groups and not (d.groups & bad) for d in split_clips)
-            if not cache[clip.groups]:
+            ok = cache[clip.groups]
+            if ok and veto is not None:
+                bad = forbidden_donor_groups(clip.dataset, clip.groups)
+                ok = any(
+                    d.groups and not (d.groups & bad) and not veto(clip, d) for d in split_clips
+                )
+            if not ok:
                 out[clip.video] = (
                     f"no clip in split {clip.split!r} has sound groups disjoint from "
                     f"{_fmt_groups(forbidden_donor_groups(clip.dataset, clip.groups))}"
@@ -63,27 +77,32 @@ def problems(clips: list[Clip]) -> dict[str, str]:
     return out
 
 
-def plannable(clips: list[Clip], policy: str) -> list[Clip]:
+def plannable(clips: list[Clip], policy: str, veto: Veto | None = None) -> list[Clip]:
     """Clips that get an off-screen negative: all (policy fail) or those without problems."""
     if policy not in POLICIES:
         raise ValueError(f"unknown offscreen policy {policy!r}; use one of {list(POLICIES)}")
     if policy == "fail":
         return list(clips)
-    bad = problems(clips)
+    bad = problems(clips, veto)
     return [clip for clip in clips if clip.video not in bad]
 
 
 def plan_donors(
-    clips: list[Clip], seed: int, policy: str = "fail", where: str = "offscreen plan"
+    clips: list[Clip],
+    seed: int,
+    policy: str = "fail",
+    where: str = "offscreen plan",
+    veto: Veto | None = None,
 ) -> tuple[list[PlanRow], dict[str, str]]:
     """Pick a donor for each clip; return (rows, skipped video -> reason).
 
     Under ``fail`` any problem raises :class:`PlanError` listing every affected
-    clip; under ``skip`` those clips are left out and reported.
+    clip; under ``skip`` those clips are left out and reported. ``veto``: see the
+    module docstring (None: the published rules only).
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown offscreen policy {policy!r}; use one of {list(POLICIES)}")
-    issues = problems(clips)
+    issues = problems(clips, veto)
     if issues and policy == "fail":
         listing = "; ".join(f"{v}: {why}" for v, why in sorted(issues.items())[:20])
         more = "" if len(issues) <= 20 else f" (and {len(issues) - 20} more)"
@@ -109,7 +128,12 @@ def plan_donors(
             )
         candidates = pools[pool_key]
         rng = item_rng(seed, clip.dataset, clip.split, clip.video, "offscreen", "donor")
-        rows.append(PlanRow(clip, candidates[int(rng.integers(len(candidates)))]))
+        donor = candidates[int(rng.integers(len(candidates)))]
+        # a vetoed draw is redrawn from the same stream: every other clip keeps the
+        # donor the published rules give it (problems() made sure one passes)
+        while veto is not None and veto(clip, donor):
+            donor = candidates[int(rng.integers(len(candidates)))]
+        rows.append(PlanRow(clip, donor))
     return rows, issues
 
 

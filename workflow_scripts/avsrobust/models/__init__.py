@@ -31,7 +31,9 @@ Models (``build_model(cfg)``):
     convs (strides 4/8/16), a log-mel statistics MLP (64-d), FiLM audio modulation
     at every stage and a TPAVI block at the coarsest one. FiLM scales features
     multiplicatively, so the model can switch a visible object off when its
-    audio is silent -- the robustness property this project studies.
+    audio is silent; with ``match`` (default) a per-location audio-visual match map
+    gates the mask, so it can also leave the frame empty when the sound comes from
+    nothing visible (off-screen) -- the robustness properties this project studies.
 
 All modules avoid in-place ops on activations (autocast/bf16 safe) and only use
 ops that accept ``channels_last`` inputs.
@@ -93,7 +95,8 @@ def _validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
         if not ok:
             raise ConfigError(f"model.{key} must be {what}, got {out[key]!r}")
 
-    for key in ("classifier", "freeze_audio") + (("attention",) if name == "small" else ()):
+    small_flags = ("attention", "match") if name == "small" else ()
+    for key in ("classifier", "freeze_audio", *small_flags):
         need(key, isinstance(out[key], bool), "true or false")
     for key in ("channels", "num_frames") + (("audio_dim",) if name == "small" else ()):
         need(key, type(out[key]) is int and out[key] >= 1, "a positive integer")
@@ -130,7 +133,8 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
     (decoder width), ``freeze_audio``; tpavi only: ``tpavi_stages`` (subset of
     0..3), ``resnet50_weights`` / ``vggish_weights`` (path, "" = random init),
     ``resnet50_sha256`` / ``vggish_sha256`` (full digest or >= 8-hex prefix);
-    small only: ``widths`` (3 stage widths), ``audio_dim``, ``attention``.
+    small only: ``widths`` (3 stage widths), ``audio_dim``, ``attention``, ``match``
+    (per-location audio-visual match gating the mask, see :mod:`.small`).
     Unknown names or keys raise :class:`~avsrobust.errors.ConfigError` (a ValueError).
     """
     c = _validate(cfg)
@@ -143,6 +147,7 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
             classifier=c["classifier"],
             freeze_audio=c["freeze_audio"],
             num_frames=c["num_frames"],
+            match=c["match"],
         )
     model = TPAVIModel(
         channels=c["channels"],
