@@ -64,6 +64,9 @@ rule offscreen_audio:
     input:
         positive=POSITIVE_PATTERN,
         plan=offscreen_plan_of,
+        # The donor's WAV (real trees; synthetic clips all come from one job,
+        # which the positive pattern already names).
+        donor=[] if SYNTHETIC else offscreen_donor_wav,
     output:
         wav="results/robust/{data}/audio_wav_offscreen/{split}/{item}.wav",
     log:
@@ -75,7 +78,13 @@ rule offscreen_audio:
         from avsrobust.workflow_jobs import negative_job
 
         negative_job(
-            NEG_SETTINGS, DATA_ROOT, wildcards, input.plan, output.wav, log[0]
+            NEG_SETTINGS,
+            DATA_ROOT,
+            wildcards,
+            input.plan,
+            output.wav,
+            log[0],
+            declared_donor=input.donor or None,
         )
 
 

@@ -41,10 +41,14 @@ def negative_job(
     plan: str | Path | None,
     out: str | Path,
     log_path: str | Path,
+    declared_donor: str | Path | None = None,
 ) -> None:
     """Write one negative clip named by the rule's wildcards (data, [negtype,] split, item).
 
     ``plan`` is the off-screen plan TSV; given, the clip is an off-screen one.
+    ``declared_donor`` is the donor WAV the DAG declared as the job's input: it
+    must be the plan's donor, or the job would read a file Snakemake does not
+    watch.
     """
     dataset = DATA_DIR_TO_DATASET[wildcards.data]
     split, item = wildcards.split, wildcards.item
@@ -58,6 +62,12 @@ def negative_job(
         donor = layout.positive_wav(
             data_root, layout.Clip(dataset, split, donor_video, donor_category, frozenset())
         )
+        if declared_donor is not None and Path(declared_donor) != donor:
+            raise InputError(
+                plan,
+                f"{split}/{video}: the plan's donor is {donor}, the workflow declared "
+                f"{declared_donor}; the plan is stale (rerun offscreen_plan)",
+            )
     try:
         generate_negative(settings, dataset, split, video, negtype, positive, out, donor)
     except Exception as exc:
