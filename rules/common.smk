@@ -1,10 +1,12 @@
 """Config validation, the clip index and input helpers shared by all rules."""
 
+import shutil
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -16,6 +18,17 @@ configfile: "config/config.yaml"
 validate(config, "../config/schema.yaml")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
+
+# `snakemake --profile profiles/slurm -n` inspects the DAG, also where conda is
+# missing (a laptop, CI); the profile's conda deployment would stop it at
+# `conda info`. Real runs keep conda and its own errors.
+if (
+    workflow.output_settings.dryrun
+    and DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    and shutil.which("conda") is None
+):
+    logger.warning("conda not found: dry-run without creating or checking conda envs")
+    workflow.deployment_settings.deployment_method.discard(DeploymentMethod.CONDA)
 
 from avsrobust import layout  # noqa: E402
 from avsrobust.errors import InputError  # noqa: E402
