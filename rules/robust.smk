@@ -1,3 +1,14 @@
+# The per-clip jobs (and the per-dataset donor plan they wait for) take
+# milliseconds: they run inside the main Snakemake process on every executor,
+# also on SLURM, where a submission per clip (or a grouped one, whose node
+# starts Snakemake again for every member) costs seconds. Everything that
+# reads a whole split or trains goes to the cluster.
+localrules:
+    offscreen_plan,
+    negative_audio,
+    offscreen_audio,
+
+
 rule offscreen_plan:
     """One reviewable table (video -> donor) per dataset, following the group rules."""
     input:
@@ -21,10 +32,10 @@ rule offscreen_plan:
 rule negative_audio:
     """One silence or noise clip per (dataset, split, video, negative type).
 
-    Runs in Snakemake's own process (no interpreter start per clip): a clip
-    takes milliseconds, a fresh Python with numpy takes 100 ms. It therefore
-    uses Snakemake's environment (envs/workflow.yaml); conda: is not allowed
-    with run:.
+    Runs in Snakemake's own process (no interpreter start per clip), locally
+    and on SLURM (a localrule): a clip takes milliseconds, a fresh Python with
+    numpy takes 100 ms. It therefore uses Snakemake's environment
+    (envs/workflow.yaml); conda: is not allowed with run:.
     """
     input:
         positive=POSITIVE_PATTERN,
@@ -34,10 +45,8 @@ rule negative_audio:
         "logs/robust/{data}/audio_wav_{negtype}/{split}/{item}.log",
     wildcard_constraints:
         negtype="silence|noise",
-    group:
-        "negative_audio"
     # Zero cores: the job runs inside Snakemake's process, so one scheduling
-    # pass can start hundreds of them. profiles/slurm sets 1 for SLURM.
+    # pass can start hundreds of them.
     threads: 0
     params:
         # Recorded in Snakemake's metadata: a changed level, colour or seed
@@ -59,7 +68,7 @@ rule negative_audio:
 rule offscreen_audio:
     """One off-screen clip per (dataset, split, video): its planned donor's audio.
 
-    In-process like negative_audio (same group on clusters).
+    In-process like negative_audio.
     """
     input:
         positive=POSITIVE_PATTERN,
@@ -71,8 +80,6 @@ rule offscreen_audio:
         wav="results/robust/{data}/audio_wav_offscreen/{split}/{item}.wav",
     log:
         "logs/robust/{data}/audio_wav_offscreen/{split}/{item}.log",
-    group:
-        "negative_audio"
     threads: 0
     run:
         from avsrobust.workflow_jobs import negative_job

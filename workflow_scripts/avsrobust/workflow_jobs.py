@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 from pathlib import Path
 
 from . import layout
@@ -17,6 +18,7 @@ from .negatives import NegativeSettings, generate_negative
 from .offscreen_plan import read_plan
 
 DATA_DIR_TO_DATASET = {v: k for k, v in layout.DATA_DIRS.items()}
+_HOST = socket.gethostname()
 
 
 @functools.lru_cache(maxsize=8)
@@ -73,9 +75,13 @@ def negative_job(
     except Exception as exc:
         _write_log(log_path, f"FAILED {dataset}/{split}/{item} {negtype}: {exc}\n")
         raise
+    # Where the job ran: the per-clip jobs are meant to run inside the main
+    # Snakemake process (also on SLURM, where they are localrules).
+    where = f"host={_HOST}\tpid={os.getpid()}\tslurm_job={os.environ.get('SLURM_JOB_ID', '')}"
     _write_log(
         log_path,
-        f"{dataset}\t{split}\t{item}\t{negtype}\tpositive={positive}\tdonor={donor or ''}\n",
+        f"{dataset}\t{split}\t{item}\t{negtype}\tpositive={positive}\t"
+        f"donor={donor or ''}\t{where}\n",
     )
 
 
