@@ -72,6 +72,7 @@ def run(workdir: Path, config: dict, *args: str, snakefile: Path = REPO / "Snake
         str(snakefile),
         "--directory",
         str(workdir),
+        *args,  # before --configfile and --sdm, which take every word after them
         "--configfile",
         str(workdir / "config.yaml"),
         "--profile",
@@ -79,7 +80,6 @@ def run(workdir: Path, config: dict, *args: str, snakefile: Path = REPO / "Snake
         # No conda on the test machine: the jobs run in the test venv.
         "--sdm",
         "env-modules",
-        *args,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=960)
 
@@ -169,8 +169,19 @@ def slurm_records(workdir: Path) -> list[str]:
     return [line for line in lines if f"WorkDir={workdir} " in line]
 
 
-def test_per_clip_jobs_ran_in_the_main_snakemake_process_not_on_slurm(slurm_run):
-    work, text = slurm_run
+@pytest.fixture(scope="module")
+def audio_run(cluster, tmp_path_factory):
+    """Only the negative audio (every split's manifest): the benchmark's (d) at tiny scale."""
+    work = tmp_path_factory.mktemp("slurm_audio")
+    targets = [f"results/robust/s4/{split}.manifest.tsv" for split in ("train", "val", "test")]
+    proc = run(work, SLURM_TINY, *targets)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-6000:]
+    return work, text
+
+
+def test_per_clip_jobs_ran_in_the_main_snakemake_process_not_on_slurm(audio_run):
+    work, text = audio_run
     jobs = submitted(text)
     assert not any(
         f"/rule_{r}/" in log or "/group_" in log for r in LOCAL_RULES for log in jobs.values()
@@ -186,7 +197,7 @@ def test_per_clip_jobs_ran_in_the_main_snakemake_process_not_on_slurm(slurm_run)
     counts = job_counts(text)
     heavy = sum(n for rule, n in counts.items() if rule not in LOCAL_RULES)
     assert counts["negative_audio"] == 2 * VIDEOS and counts["offscreen_audio"] == VIDEOS
-    assert len(jobs) == heavy
+    assert len(jobs) == heavy == 1 + 3  # the synthetic tree and the three manifests
     records = slurm_records(work)
     assert len(records) == heavy
     assert all("JobState=COMPLETED" in r for r in records)
