@@ -194,8 +194,8 @@ def test_per_clip_jobs_ran_in_the_main_snakemake_process_not_on_slurm(audio_run)
     host, _pid, slurm_job = next(iter(where))
     assert host == f"host={socket.gethostname()}" and slurm_job == "slurm_job="
     # One submission per job of the other rules, and SLURM saw exactly those.
-    counts = job_counts(text)
-    heavy = sum(n for rule, n in counts.items() if rule not in LOCAL_RULES)
+    counts = job_counts(text[text.index("Job stats:") :].split("\n\n")[0])
+    heavy = sum(n for rule, n in counts.items() if rule not in LOCAL_RULES | {"total"})
     assert counts["negative_audio"] == 2 * VIDEOS and counts["offscreen_audio"] == VIDEOS
     assert len(jobs) == heavy == 1 + 3  # the synthetic tree and the three manifests
     records = slurm_records(work)
