@@ -1,10 +1,12 @@
 """Config validation, the clip index and input helpers shared by all rules."""
 
+import shutil
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -17,11 +19,22 @@ validate(config, "../config/schema.yaml")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
+# `snakemake --profile profiles/slurm -n` inspects the DAG, also where conda is
+# missing (a laptop, CI); the profile's conda deployment would stop it at
+# `conda info`. Real runs keep conda and its own errors.
+if (
+    workflow.output_settings.dryrun
+    and DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    and shutil.which("conda") is None
+):
+    logger.warning("conda not found: dry-run without creating or checking conda envs")
+    workflow.deployment_settings.deployment_method.discard(DeploymentMethod.CONDA)
+
 from avsrobust import layout  # noqa: E402
 from avsrobust.errors import InputError  # noqa: E402
 from avsrobust.metadata import read_clips  # noqa: E402
 from avsrobust.negatives import NegativeSettings  # noqa: E402
-from avsrobust.offscreen_plan import plannable  # noqa: E402
+from avsrobust.offscreen_plan import plan_donors, plannable  # noqa: E402
 from avsrobust.synthetic import SyntheticConfig, synthetic_index  # noqa: E402
 
 SYNTHETIC = not config["avsbench_root"]
@@ -99,6 +112,37 @@ POSITIVE_PATTERN = (
 
 def offscreen_plan_of(wildcards):
     return f"results/robust/{DATA_DIR_TO_DATASET[wildcards.data]}/offscreen_plan.tsv"
+
+
+_DONOR_WAVS = {}
+
+
+def offscreen_donor_wav(wildcards):
+    """The positive WAV an off-screen clip is made from: its planned donor's.
+
+    The plan is computed here as the offscreen_plan job computes it (same clips,
+    seed and policy), once per dataset, so replacing a donor's WAV reruns the
+    clips built from it. One dict lookup per job: this runs for every clip.
+    """
+    dataset = DATA_DIR_TO_DATASET[wildcards.data]
+    if dataset not in _DONOR_WAVS:
+        clips = [c for sp in SPLITS for c in CLIPS[dataset][sp]]
+        try:
+            rows, _ = plan_donors(
+                clips,
+                config["seed"],
+                config["offscreen"]["on_missing"],
+                where=f"{dataset} metadata",
+            )
+        except InputError as exc:
+            raise WorkflowError(f"Bad AVSBench metadata: {exc}") from None
+        _DONOR_WAVS[dataset] = {
+            (r.target.split, r.target.item): str(
+                layout.positive_wav(DATA_ROOT, r.donor)
+            )
+            for r in rows
+        }
+    return _DONOR_WAVS[dataset][(wildcards.split, wildcards.item)]
 
 
 def condition_wavs(dataset, split, condition):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 from pathlib import Path
 
 from . import layout
@@ -17,6 +18,7 @@ from .negatives import NegativeSettings, generate_negative
 from .offscreen_plan import read_plan
 
 DATA_DIR_TO_DATASET = {v: k for k, v in layout.DATA_DIRS.items()}
+_HOST = socket.gethostname()
 
 
 @functools.lru_cache(maxsize=8)
@@ -41,10 +43,14 @@ def negative_job(
     plan: str | Path | None,
     out: str | Path,
     log_path: str | Path,
+    declared_donor: str | Path | None = None,
 ) -> None:
     """Write one negative clip named by the rule's wildcards (data, [negtype,] split, item).
 
     ``plan`` is the off-screen plan TSV; given, the clip is an off-screen one.
+    ``declared_donor`` is the donor WAV the DAG declared as the job's input: it
+    must be the plan's donor, or the job would read a file Snakemake does not
+    watch.
     """
     dataset = DATA_DIR_TO_DATASET[wildcards.data]
     split, item = wildcards.split, wildcards.item
@@ -58,14 +64,24 @@ def negative_job(
         donor = layout.positive_wav(
             data_root, layout.Clip(dataset, split, donor_video, donor_category, frozenset())
         )
+        if declared_donor is not None and Path(declared_donor) != donor:
+            raise InputError(
+                plan,
+                f"{split}/{video}: the plan's donor is {donor}, the workflow declared "
+                f"{declared_donor}; the plan is stale (rerun offscreen_plan)",
+            )
     try:
         generate_negative(settings, dataset, split, video, negtype, positive, out, donor)
     except Exception as exc:
         _write_log(log_path, f"FAILED {dataset}/{split}/{item} {negtype}: {exc}\n")
         raise
+    # Where the job ran: the per-clip jobs are meant to run inside the main
+    # Snakemake process (also on SLURM, where they are localrules).
+    where = f"host={_HOST}\tpid={os.getpid()}\tslurm_job={os.environ.get('SLURM_JOB_ID', '')}"
     _write_log(
         log_path,
-        f"{dataset}\t{split}\t{item}\t{negtype}\tpositive={positive}\tdonor={donor or ''}\n",
+        f"{dataset}\t{split}\t{item}\t{negtype}\tpositive={positive}\t"
+        f"donor={donor or ''}\t{where}\n",
     )
 
 
