@@ -245,13 +245,15 @@ def evaluation_params(wildcards):
 
 
 def summary_inputs(wildcards):
-    files = {"metrics": [], "predictions": [], "caches": []}
+    files = {"metrics": [], "predictions": [], "caches": [], "plans": []}
     for ds in DATASETS:
         for name in evaluated(ds):
             for cond in CONDITIONS:
                 files["metrics"].append(f"results/metrics/{ds}/{name}/{cond}.json")
                 files["predictions"].append(f"results/predictions/{ds}/{name}/{cond}")
         files["caches"].append(f"results/frame_cache/{ds}/{EVAL_SPLIT}/index.tsv")
+        if "offscreen" in NEGATIVES:  # the summary counts fallback donors
+            files["plans"].append(f"results/robust/{ds}/offscreen_plan.tsv")
     return files
 
 
