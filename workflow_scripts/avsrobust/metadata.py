@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, regular_file
 from .groups import MS3_OBJECT_GROUP, S4_CATEGORY_GROUP, split_objects
 from .layout import AVSS_META, META_FILES, SPLITS, Clip, check_id
 
@@ -20,9 +20,7 @@ AVSS_MS3_LABEL = "v1m"
 
 def read_csv_rows(path: str | Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
     """Rows of a CSV as (row number, dict), after checking the required columns."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "metadata file is missing")
+    path = regular_file(path, "metadata file")
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -103,7 +101,7 @@ def read_ms3(root: str | Path, avss: str | Path | None = None) -> list[Clip]:
     root = Path(root)
     path = root / META_FILES["ms3"]
     avss_path = Path(avss) if avss else root / AVSS_META
-    objects = read_avss_objects(avss_path) if avss_path.is_file() else {}
+    objects = read_avss_objects(avss_path) if avss_path.exists() else {}
     clips: list[Clip] = []
     seen: dict[str, int] = {}
     for row_no, row in read_csv_rows(path, ("video_id", "split")):
