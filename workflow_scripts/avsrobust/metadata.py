@@ -8,6 +8,7 @@ ids, ids that are unsafe as file names.
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .errors import InputError, regular_file
@@ -123,3 +124,41 @@ def read_clips(root: str | Path, dataset: str, avss: str | Path | None = None) -
     if dataset == "ms3":
         return read_ms3(root, avss)
     raise ValueError(f"unknown dataset {dataset!r}")
+
+
+def check_split_sizes(
+    dataset: str,
+    clips: Sequence[Clip],
+    splits: Sequence[str],
+    needs: Mapping[str, str],
+    source: str | Path,
+) -> list[str]:
+    """Warnings for empty splits; InputError for an empty split a later step needs.
+
+    A header-only metadata CSV (or a split with no rows) would otherwise give
+    empty manifests, feature files and frame caches, and training or scoring on
+    nothing. ``needs`` maps split -> the step that needs clips in it (training:
+    train and val; evaluation: the evaluated split); ``source`` is where the
+    clips come from (the CSV, or the synthetic config key), named in messages.
+    """
+    counts = {sp: 0 for sp in splits}
+    for clip in clips:
+        if clip.split in counts:
+            counts[clip.split] += 1
+    empty = [sp for sp in splits if counts[sp] == 0]
+    what = "holds no rows (header only?)" if not clips else "lists no clips in split"
+    needed = [sp for sp in empty if sp in needs]
+    if needed:
+        steps = "; ".join(f"{needs[sp]} needs {sp!r}" for sp in needed)
+        where = what if not clips else f"{what}(s) {needed}"
+        raise InputError(
+            source,
+            f"{dataset}: {where}: {steps}. Add the clips, or leave {dataset} out of "
+            "`datasets` (or the split out of `splits`)",
+        )
+    if not clips:
+        return [f"{source}: {dataset}: {what}: its outputs will be empty"] if empty else []
+    return [
+        f"{source}: {dataset}: {what} {sp!r}: its negatives, features and frame cache will be empty"
+        for sp in empty
+    ]
