@@ -32,7 +32,7 @@ if (
 
 from avsrobust import layout  # noqa: E402
 from avsrobust.errors import InputError  # noqa: E402
-from avsrobust.metadata import read_clips  # noqa: E402
+from avsrobust.metadata import check_split_sizes, read_clips  # noqa: E402
 from avsrobust.negatives import NegativeSettings  # noqa: E402
 from avsrobust.offscreen_plan import plan_donors, plannable  # noqa: E402
 from avsrobust.synthetic import SyntheticConfig, synthetic_index  # noqa: E402
@@ -173,6 +173,42 @@ def feature_inputs(wildcards):
     return condition_wavs(wildcards.dataset, wildcards.split, wildcards.condition)
 
 
+def _split_source(dataset):
+    if SYNTHETIC:
+        return f"synthetic.{dataset}_videos"
+    return Path(DATA_ROOT) / layout.META_FILES[dataset]
+
+
+# Empty splits (a header-only CSV, a split without rows) give empty outputs: warn
+# once here; the train and evaluate input functions stop the DAG when asked to
+# train or score on none (so a run that only builds negatives is not blocked).
+for _ds in DATASETS:
+    for _note in check_split_sizes(
+        _ds,
+        [c for sp in SPLITS for c in CLIPS[_ds][sp]],
+        SPLITS,
+        {},
+        _split_source(_ds),
+    ):
+        logger.warning(_note)
+
+
+def require_clips(dataset, needs, condition="positive"):
+    """Stop the DAG (naming the metadata and the step) when a needed split is empty."""
+    clips = [c for sp in SPLITS for c in CLIPS[dataset][sp]]
+    try:
+        check_split_sizes(dataset, clips, SPLITS, needs, _split_source(dataset))
+    except InputError as exc:
+        raise WorkflowError(f"Empty split: {exc}") from None
+    for split in needs if condition == "offscreen" else []:
+        if not OFFSCREEN_CLIPS[dataset][split]:
+            raise WorkflowError(
+                f"{dataset} {split}: no clip has an off-screen donor (offscreen.on_missing: "
+                "skip left them all out), so the off-screen condition would score nothing; "
+                "use on_missing: fallback or leave offscreen out of `negatives`"
+            )
+
+
 EXPERIMENTS = config["experiments"]
 # Training needs train and val splits; it is part of `all` when both are configured.
 TRAINING = bool(EXPERIMENTS) and {"train", "val"} <= set(SPLITS)
@@ -219,6 +255,9 @@ def training_config(dataset, experiment, seed):
 
 def training_inputs(wildcards):
     """Frame caches and features of the train and val splits."""
+    require_clips(
+        wildcards.dataset, {"train": "training", "val": "training (validation)"}
+    )
     files = {}
     for split in ("train", "val"):
         for name in ("frames", "masks", "index"):
@@ -246,6 +285,7 @@ def evaluated(dataset):
 def evaluation_inputs(wildcards):
     """Ground truth (frame cache), the condition's clip list, and the models or PNG folder."""
     ds, split = wildcards.dataset, EVAL_SPLIT
+    require_clips(ds, {split: "evaluation"}, wildcards.condition)
     files = {
         "cache": f"results/frame_cache/{ds}/{split}/index.tsv",
         "frames": f"results/frame_cache/{ds}/{split}/frames.npy",
@@ -289,13 +329,15 @@ def evaluation_params(wildcards):
 
 
 def summary_inputs(wildcards):
-    files = {"metrics": [], "predictions": [], "caches": []}
+    files = {"metrics": [], "predictions": [], "caches": [], "plans": []}
     for ds in DATASETS:
         for name in evaluated(ds):
             for cond in CONDITIONS:
                 files["metrics"].append(f"results/metrics/{ds}/{name}/{cond}.json")
                 files["predictions"].append(f"results/predictions/{ds}/{name}/{cond}")
         files["caches"].append(f"results/frame_cache/{ds}/{EVAL_SPLIT}/index.tsv")
+        if "offscreen" in NEGATIVES:  # the summary counts fallback donors
+            files["plans"].append(f"results/robust/{ds}/offscreen_plan.tsv")
     return files
 
 

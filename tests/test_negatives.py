@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from helpers import tone
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -99,9 +100,11 @@ def test_offscreen_conforms_a_stereo_44k_donor(tmp_path):
 
 
 @pytest.mark.parametrize("negtype", ["silence", "noise", "offscreen"])
-def test_negative_copies_the_positive_format(tmp_path, negtype):
-    fmt = AudioFormat(22050, 2, 22050 * 4, "PCM_24")
-    write_wav(tmp_path / "pos.wav", tone(fmt), fmt)
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
+def test_negative_copies_the_positive_format(tmp_path, negtype, subtype):
+    """Every linear PCM / float WAV subtype, positive written by libsndfile (not by us)."""
+    fmt = AudioFormat(22050, 2, 22050 * 4, subtype)
+    sf.write(str(tmp_path / "pos.wav"), tone(fmt), 22050, subtype=subtype, format="WAV")
     write_wav(tmp_path / "donor.wav", tone(AudioFormat(), 800), AudioFormat())
     out = tmp_path / "neg.wav"
     generate_negative(
@@ -115,6 +118,13 @@ def test_negative_copies_the_positive_format(tmp_path, negtype):
         tmp_path / "donor.wav",
     )
     assert audio_format(out) == fmt
+    info = sf.info(str(out))  # libsndfile's view, not our reader's
+    assert (info.subtype, info.channels, info.samplerate, info.frames) == (
+        subtype,
+        2,
+        22050,
+        22050 * 4,
+    )
 
 
 def test_offscreen_without_donor_is_an_error(tmp_path):

@@ -10,6 +10,7 @@ snakemake = globals()["snakemake"]
 def main(logger):
     from avsrobust import plots
     from avsrobust.frame_cache import cache_dir, open_cache
+    from avsrobust.offscreen_plan import read_fallbacks
     from avsrobust.predictions import open_predictions
     from avsrobust.summary import experiment_row, load_condition, write_summary
 
@@ -18,8 +19,17 @@ def main(logger):
     for path in snakemake.input.metrics:
         doc = load_condition(path)
         docs.setdefault((doc["dataset"], doc["experiment"]), {})[doc["condition"]] = doc
+    # How many videos the split has and how many off-screen donors are fallbacks: the
+    # table says when a condition scored a different set than the published one.
+    videos = {ds: len(open_cache(cache_dir("results", ds, p.split))) for ds in p.datasets}
+    fallback = {
+        Path(plan).parent.name: sum(s == p.split for s, _ in read_fallbacks(plan))
+        for plan in snakemake.input.plans
+    }
     rows = [
-        experiment_row(docs[(ds, name)], p.negatives) for ds in p.datasets for name in p.names[ds]
+        experiment_row(docs[(ds, name)], p.negatives, videos[ds], fallback.get(ds))
+        for ds in p.datasets
+        for name in p.names[ds]
     ]
     out = Path(snakemake.output.tsv).parent
     write_summary(out, rows, p.negatives, p.split)

@@ -32,6 +32,7 @@ from .errors import ConfigError, InputError
 from .frame_cache import N_FRAMES, load_clip_masks
 from .layout import AVSS_META, DATASETS, NEGATIVE_TYPES, SPLITS, Clip
 from .metadata import read_clips
+from .metrics import AVSBENCH_BATCH_VIDEOS
 from .predictions import PNG_FORMATS, open_predictions, read_png_tree, write_index
 from .summary import markdown_text, run_row
 
@@ -62,7 +63,7 @@ def score_tree(
     predictions: str | Path,
     conditions: Sequence[str],
     fmt: str = "auto",
-    avsbench_batch_videos: int = 1,
+    avsbench_batch_videos: int = AVSBENCH_BATCH_VIDEOS,
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Scores of every condition folder under ``predictions`` plus the G-metrics."""
@@ -124,7 +125,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=224, help="evaluation size in px (default 224)")
     p.add_argument("--format", default="auto", choices=PNG_FORMATS)
     p.add_argument("--avss", default="", help=f"AVSS metadata for MS3 (default <root>/{AVSS_META})")
-    p.add_argument("--avsbench-batch-videos", type=int, default=1)
+    p.add_argument(
+        "--avsbench-batch-videos",
+        type=int,
+        default=AVSBENCH_BATCH_VIDEOS,
+        help=f"videos per batch of the published F-score (default {AVSBENCH_BATCH_VIDEOS}, "
+        "as AVSBench's test.sh)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--out", help="write the scores as JSON here")
     return p

@@ -7,6 +7,7 @@ deep inside soundfile, PIL or pandas.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 
@@ -23,3 +24,23 @@ class InputError(ValueError):
 
 class ConfigError(ValueError):
     """An invalid configuration value (named by its key)."""
+
+
+def regular_file(path: str | Path, what: str = "file") -> Path:
+    """``path`` if it is a regular file (symlinks followed), else InputError.
+
+    Checked before opening user data: opening a FIFO blocks until someone writes
+    to it (a stray named pipe in a data tree would hang the job), and a folder or
+    device is never an input the user meant.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(path, f"{what} is missing") from None
+    except OSError as exc:
+        raise InputError(path, f"{what} cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "a device"
+        raise InputError(path, f"{what} is {kind}, not a regular file")
+    return path

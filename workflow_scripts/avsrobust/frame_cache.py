@@ -30,7 +30,7 @@ from numpy.lib.format import open_memmap
 from PIL import Image
 
 from .atomic import atomic_path
-from .errors import InputError
+from .errors import InputError, regular_file
 from .layout import Clip, annotated_frames, frame_png, mask_png
 
 N_FRAMES = 5
@@ -48,6 +48,7 @@ def cache_dir(results: str | Path, dataset: str, split: str) -> Path:
 
 def _open_image(path: Path) -> Image.Image:
     """Fully decoded image, or InputError naming the file (missing, truncated, not an image)."""
+    regular_file(path, "image file")  # never open a FIFO: it would block
     try:
         with Image.open(path) as img:
             img.load()  # decode now: truncated files fail here, not later

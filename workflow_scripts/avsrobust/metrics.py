@@ -22,7 +22,10 @@ Definitions (``DEFINITION`` / ``METRICS_VERSION`` are written into every summary
   (so empty G and empty P give 1, empty G and full P give 0). The published code adds
   ``1e-7`` to the union; this module divides exactly (difference < 1e-7).
 * **mIoU** = mean of the frame IoUs over all annotated frames of the whole set (not a mean
-  of per-batch means).
+  of per-batch means). The published test loop averages per-batch means (``mask_iou`` per
+  batch, then ``AverageMeter``); the two are equal whenever every batch has the same number
+  of annotated frames, i.e. when the batch divides the set (the real test splits: 740 S4 and
+  64 MS3 videos at 4 per batch). The same holds for the FPR below.
 * **F-score** (beta^2 = 0.3, AVSBench ``Eval_Fmeasure`` / ``_eval_pr``): probabilities
   ``p = sigmoid(logit)`` in float32 and thresholds ``torch.linspace(0, 1 - 1e-10, 255)``
   (float32, so the last threshold is 1.0), a pixel is predicted at threshold t when
@@ -31,14 +34,18 @@ Definitions (``DEFINITION`` / ``METRICS_VERSION`` are written into every summary
   epsilons), ``F = (1 + b2) P R / (b2 P + R)`` with ``nan -> 0``. Counts are exact integers and
   P, R, F are computed in float64.
 
-  - ``dataset`` variant (default): mean F curve over ALL non-empty-GT annotated frames of the
-    set, then the max over thresholds. Independent of batching.
-  - ``avsbench`` variant (the published evaluation): for each batch (one ``update`` call) the
-    mean F curve over the batch's non-empty-GT frames and its max over thresholds; the result
-    is the mean of these maxima over batches. It depends on the batch size, which the meter
-    records. As in the published code, a batch whose annotated frames all have empty ground
-    truth contributes 0 (its score curve stays at zeros); a batch with no annotated frame at
-    all is not a batch and is ignored.
+  - ``avsbench`` variant, the headline (``fscore`` in every table and JSON; the published
+    ``Eval_Fmeasure`` averaged by ``test.py``, what papers report): for each batch (one
+    ``update`` call) the mean F curve over the batch's non-empty-GT frames and its max over
+    thresholds; the result is the mean of these maxima over batches. It depends on the batch
+    size, which the meter records; the evaluation uses :data:`AVSBENCH_BATCH_VIDEOS` videos
+    per batch, AVSBench's ``test.sh --test_batch_size 4``. As in the published code, a batch
+    whose annotated frames all have empty ground truth contributes 0 (its score curve stays
+    at zeros); a batch with no annotated frame at all is not a batch and is ignored.
+    Checked against the published function on the same inputs (README, "Evaluation").
+  - ``dataset`` variant (ours, ``fscore_dataset``; the meter's default): mean F curve over ALL
+    non-empty-GT annotated frames of the set, then the max over thresholds. Independent of
+    batching, reported by no paper.
 * **FPR** (one negative audio type, correct answer = empty mask) = mean over frames of the
   predicted-foreground pixel fraction ``|P| / (H * W)``. **Non-empty rate** = share of frames
   whose predicted mask has at least one foreground pixel.
@@ -62,6 +69,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "AVSBENCH_BATCH_VIDEOS",
     "BETA2",
     "DEFINITION",
     "F_VARIANTS",
@@ -83,13 +91,18 @@ __all__ = [
     "visual_bias_miou",
 ]
 
-METRICS_VERSION = "1"
+#: 2: ``fscore`` is the published (per-batch) F at 4 videos per batch; v1 reported the
+#: dataset variant as ``fscore`` and the published one as ``fscore_avsbench``.
+METRICS_VERSION = "2"
+#: Videos per batch of the published F-score: AVSBench's ``test.sh`` (S4, MS3, AVSS) passes
+#: ``--test_batch_size 4``; the schema's ``evaluation.avsbench_batch_videos`` default equals it.
+AVSBENCH_BATCH_VIDEOS = 4
 BETA2 = 0.3
 N_THRESHOLDS = 255
 PR_EPS = 1e-20
 F_VARIANTS = ("dataset", "avsbench")
 DEFINITION = (
-    "domain.md section 5, metrics v1: foreground = logit > 0 (sigmoid > 0.5); AVSBench IoU "
+    "domain.md section 5, metrics v2: foreground = logit > 0 (sigmoid > 0.5); AVSBench IoU "
     "(empty GT: 1 - predicted fraction), mIoU over all annotated frames of the set; "
     "F beta2=0.3, 255 thresholds linspace(0, 1-1e-10) on sigmoid (p >= t), empty-GT frames "
     "skipped, {variant} curve; FPR = mean predicted-foreground pixel fraction; "

@@ -15,7 +15,7 @@ import numpy as np
 
 from .audio_ops import conform
 from .seeding import item_rng
-from .wav import AudioFormat, audio_format, read_wav, write_wav
+from .wav import AudioFormat, audio_format, full_scale, read_wav, write_wav
 
 NOISE_COLOURS = ("white", "pink", "brown")
 
@@ -87,7 +87,7 @@ def _gaussian_at(fmt: AudioFormat, colour: str, level_dbfs: float, rng: np.rando
     channels = [coloured_gaussian(fmt.frames, colour, rng) for _ in range(fmt.channels)]
     out = np.stack(channels, axis=1) * dbfs_to_rms(level_dbfs)
     peak = float(np.abs(out).max())
-    limit = 1.0 - 2.0**-15
+    limit = full_scale(fmt.subtype)  # the positive's own format: PCM_U8 clips sooner
     if peak > limit:
         raise ValueError(
             f"{colour} noise at {level_dbfs} dBFS RMS peaks at {peak:.3f} > full scale; "
