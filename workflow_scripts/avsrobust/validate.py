@@ -14,10 +14,9 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
-from .layout import Clip, annotated_frames, frame_png, mask_png
+from .layout import N_FRAMES, Clip, annotated_frames, frame_png, mask_png
+from .png import FRAME_MODES, MASK_MODES
 from .wav import audio_format
-
-N_FRAMES = 5
 
 
 def check_png(path: Path, what: str, modes: tuple[str, ...]) -> tuple[int, int]:
@@ -43,10 +42,10 @@ def check_clip(root: str | Path, clip: Clip, positive: Path) -> dict[str, str]:
     fmt = audio_format(positive)
     sizes = set()
     for k in range(1, N_FRAMES + 1):
-        sizes.add(check_png(frame_png(root, clip, k), f"frame {k}", ("RGB", "RGBA", "P", "L")))
+        sizes.add(check_png(frame_png(root, clip, k), f"frame {k}", FRAME_MODES))
     masks = annotated_frames(clip)
     for k in masks:
-        size = check_png(mask_png(root, clip, k), f"mask {k}", ("L", "1", "P", "RGB", "RGBA"))
+        size = check_png(mask_png(root, clip, k), f"mask {k}", MASK_MODES)
         if size not in sizes:
             raise InputError(
                 mask_png(root, clip, k),
