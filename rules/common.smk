@@ -13,7 +13,27 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "../config/schema.yaml")
+def _validate_config():
+    """config/schema.yaml checks every key (unknown ones are errors) and fills defaults;
+    a failure names the key and where it is, in one line."""
+    from jsonschema import ValidationError
+
+    try:
+        validate(config, "../config/schema.yaml")
+    except WorkflowError as exc:
+        err = exc.__cause__ or exc.__context__  # snakemake raised it from the schema error
+        if not isinstance(err, ValidationError):
+            raise
+        where = ".".join(map(str, err.absolute_path)) or "the top level"
+        message = err.message
+        for jargon in ("Unevaluated properties", "Additional properties"):
+            message = message.replace(f"{jargon} are not allowed", "unknown key")
+        raise WorkflowError(
+            f"Error validating config file: {where}: {message} (see config/schema.yaml)"
+        ) from None
+
+
+_validate_config()
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
@@ -22,6 +42,7 @@ from avsrobust.errors import InputError  # noqa: E402
 from avsrobust.metadata import read_clips  # noqa: E402
 from avsrobust.negatives import NegativeSettings  # noqa: E402
 from avsrobust.offscreen_plan import plannable  # noqa: E402
+from avsrobust.run_config import training_config as run_training_config  # noqa: E402
 from avsrobust.synthetic import SyntheticConfig, synthetic_index  # noqa: E402
 
 SYNTHETIC = not config["avsbench_root"]
@@ -30,9 +51,9 @@ AVSS = config["avss_metadata"] or str(Path(DATA_ROOT) / layout.AVSS_META)
 DATASETS = config["datasets"]
 SPLITS = config["splits"]
 NEGATIVES = config["negatives"]
+# the configured audio conditions (layout.CONDITIONS: every one there is)
 CONDITIONS = ["positive", *NEGATIVES]
 NEG_SETTINGS = NegativeSettings.from_config(config)
-DATA_DIR_TO_DATASET = {v: k for k, v in layout.DATA_DIRS.items()}
 
 
 def _load_clips():
@@ -60,14 +81,14 @@ OFFSCREEN_CLIPS = {
 
 
 wildcard_constraints:
-    dataset="s4|ms3",
-    split="train|val|test",
-    negtype="silence|noise|offscreen",
-    condition="positive|silence|noise|offscreen",
+    dataset="|".join(layout.DATASETS),
+    split="|".join(layout.SPLITS),
+    negtype="|".join(layout.NEGATIVE_TYPES),
+    condition="|".join(layout.CONDITIONS),
     experiment="[A-Za-z0-9_]+",
     seed="[0-9]+",
     run="seed[0-9]+|external",
-    data="Single-source/s4_data|Multi-sources/ms3_data",
+    data="|".join(layout.DATA_DIRS.values()),
     item=r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)?",
 
 
@@ -98,7 +119,7 @@ POSITIVE_PATTERN = (
 
 
 def offscreen_plan_of(wildcards):
-    return f"results/robust/{DATA_DIR_TO_DATASET[wildcards.data]}/offscreen_plan.tsv"
+    return f"results/robust/{layout.DATASET_OF_DATA_DIR[wildcards.data]}/offscreen_plan.tsv"
 
 
 def condition_wavs(dataset, split, condition):
@@ -132,7 +153,6 @@ def feature_inputs(wildcards):
 EXPERIMENTS = config["experiments"]
 # Training needs train and val splits; it is part of `all` when both are configured.
 TRAINING = bool(EXPERIMENTS) and {"train", "val"} <= set(SPLITS)
-TRAIN_CONDITIONS = ["positive", *NEGATIVES]
 
 
 SEEDS = config["training"]["seeds"]
@@ -154,37 +174,22 @@ if _clash:
 
 
 def training_config(dataset, experiment, seed):
-    """The science of one training run: shared settings + the experiment's overrides."""
-    cfg = {k: v for k, v in config["training"].items() if k not in ("gpus", "seeds")}
-    cfg.update(EXPERIMENTS[experiment])
-    # Negative types left out of `negatives` are not generated: their ratios drop
-    # out (with a warning) so the default experiments work with any subset.
-    ratios = dict(cfg.get("negative_ratios", {}))
-    dropped = sorted(set(ratios) - set(NEGATIVES))
-    if dropped:
-        logger.warning(
-            f"experiments.{experiment}: no {dropped} audio is configured (negatives: "
-            f"{NEGATIVES}); training {dataset}/{experiment} without those ratios"
-        )
-    cfg["negative_ratios"] = {k: v for k, v in ratios.items() if k in NEGATIVES}
-    cfg["seed"] = int(seed)
-    cfg["negatives"] = NEGATIVES
-    cfg["dataset"] = dataset
-    return cfg
+    """The science of one training run (merge order: avsrobust/run_config.py, README)."""
+    return run_training_config(config, dataset, experiment, seed, warn=logger.warning)
 
 
 def training_inputs(wildcards):
-    """Frame caches and features of the train and val splits."""
+    """Frame caches and features (arrays and row indexes) of the train and val splits."""
+    ds = wildcards.dataset
     files = {}
     for split in ("train", "val"):
         for name in ("frames", "masks", "index"):
             ext = "tsv" if name == "index" else "npy"
-            files[f"{split}_{name}"] = (
-                f"results/frame_cache/{wildcards.dataset}/{split}/{name}.{ext}"
-            )
-        for cond in TRAIN_CONDITIONS:
-            files[f"{split}_{cond}"] = (
-                f"results/features/{wildcards.dataset}/{split}/{cond}.npy"
+            files[f"{split}_{name}"] = f"results/frame_cache/{ds}/{split}/{name}.{ext}"
+        for cond in CONDITIONS:
+            files[f"{split}_{cond}"] = f"results/features/{ds}/{split}/{cond}.npy"
+            files[f"{split}_{cond}_index"] = (
+                f"results/features/{ds}/{split}/{cond}.index.tsv"
             )
     return files
 
@@ -238,21 +243,40 @@ def evaluation_params(wildcards):
         "condition": wildcards.condition,
         "split": EVAL_SPLIT,
         "runs": runs_of(wildcards.experiment),
-        "format": ext.get("format", "auto") if ext else None,
+        "format": ext["format"] if ext else None,
         "batch_size": EVAL["batch_size"],
         "avsbench_batch_videos": EVAL["avsbench_batch_videos"],
     }
 
 
-def summary_inputs(wildcards):
-    files = {"metrics": [], "predictions": [], "caches": []}
-    for ds in DATASETS:
-        for name in evaluated(ds):
-            for cond in CONDITIONS:
-                files["metrics"].append(f"results/metrics/{ds}/{name}/{cond}.json")
-                files["predictions"].append(f"results/predictions/{ds}/{name}/{cond}")
-        files["caches"].append(f"results/frame_cache/{ds}/{EVAL_SPLIT}/index.tsv")
-    return files
+def summary_metrics():
+    """The scores of every evaluated (dataset, experiment, condition), in table order."""
+    return [
+        f"results/metrics/{ds}/{name}/{cond}.json"
+        for ds in DATASETS
+        for name in evaluated(ds)
+        for cond in CONDITIONS
+    ]
+
+
+def summary_predictions():
+    """(dataset, experiment, condition, folder) of the predictions the figures show."""
+    return [
+        (ds, name, cond, f"results/predictions/{ds}/{name}/{cond}")
+        for ds in DATASETS
+        for name in evaluated(ds)
+        for cond in CONDITIONS
+    ]
+
+
+def summary_caches():
+    """(dataset, part, file) of the evaluated split's frame cache, for the figures."""
+    return [
+        (ds, name, f"results/frame_cache/{ds}/{EVAL_SPLIT}/{name}.{ext}")
+        for ds in DATASETS
+        if evaluated(ds)
+        for name, ext in (("index", "tsv"), ("frames", "npy"), ("masks", "npy"))
+    ]
 
 
 def all_targets():
