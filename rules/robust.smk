@@ -50,7 +50,7 @@ rule negative_audio:
             NegativeSettings(**params.settings),
             DATA_ROOT,
             wildcards,
-            None,
+            wildcards.negtype,
             output.wav,
             log[0],
         )
@@ -75,7 +75,13 @@ rule offscreen_audio:
         from avsrobust.workflow_jobs import negative_job
 
         negative_job(
-            NEG_SETTINGS, DATA_ROOT, wildcards, input.plan, output.wav, log[0]
+            NEG_SETTINGS,
+            DATA_ROOT,
+            wildcards,
+            "offscreen",
+            output.wav,
+            log[0],
+            plan=input.plan,
         )
 
 
