@@ -41,9 +41,9 @@ rule export_png:
 
 
 rule summary:
-    """The summary table (TSV, Markdown, JSON) and the report's figures."""
+    """The summary table (TSV, Markdown, JSON): one row per dataset and experiment."""
     input:
-        unpack(summary_inputs),
+        metrics=summary_metrics(),
     output:
         tsv=report(
             "results/summary/summary.tsv",
@@ -52,6 +52,26 @@ rule summary:
         ),
         md="results/summary/summary.md",
         json="results/summary/summary.json",
+    log:
+        "logs/summary.log",
+    conda:
+        "../envs/audio.yaml"
+    params:
+        datasets=DATASETS,
+        names={ds: evaluated(ds) for ds in DATASETS},
+        negatives=NEGATIVES,
+        split=EVAL_SPLIT,
+    script:
+        "../workflow_scripts/write_summary.py"
+
+
+rule figures:
+    """The report's figures: FPR per negative type, G-metrics, qualitative masks."""
+    input:
+        summary="results/summary/summary.json",
+        predictions=[f[-1] for f in summary_predictions()],
+        caches=[f[-1] for f in summary_caches()],
+    output:
         fpr=report(
             "results/summary/fpr_by_type.png",
             caption="../report/fpr_by_type.rst",
@@ -71,15 +91,14 @@ rule summary:
             category="3. Examples",
         ),
     log:
-        "logs/summary.log",
+        "logs/figures.log",
     conda:
-        "../envs/audio.yaml"
+        "../envs/plots.yaml"
     params:
-        datasets=DATASETS,
-        names={ds: evaluated(ds) for ds in DATASETS},
-        negatives=NEGATIVES,
+        # what each input file is, in input order (the script never rebuilds a path)
+        predictions=[f[:-1] for f in summary_predictions()],
+        caches=[f[:-1] for f in summary_caches()],
         conditions=CONDITIONS,
-        split=EVAL_SPLIT,
         qualitative_videos=EVAL["qualitative_videos"],
     script:
-        "../workflow_scripts/summarise.py"
+        "../workflow_scripts/plot_summary.py"
