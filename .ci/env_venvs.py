@@ -9,14 +9,14 @@ included). A package missing from an env file fails here, not in a cluster job.
 Venvs live under ``.venvs/<env>`` and are reused while their env file is unchanged (the
 copy in ``.venvs/<env>/env.yaml`` is the stamp), so a warm CI run only imports.
 
-How a venv is filled:
-
-* an env without torch: ``pip install`` of its pip list from PyPI, as conda's pip
-  section would (tens of MB);
-* an env with torch (``envs/torch.yaml``): torch's CUDA wheels are ~5 GB, already in
-  ``.venv`` at the same pins (tests/test_envs.py checks the pins agree). The env's
-  packages and the dependency closure their metadata declares are linked from ``.venv``
-  into the venv's site-packages; nothing else of ``.venv`` is visible in it.
+How a venv is filled (default): every package of an env file is pinned exactly as in
+requirements.txt (tests/test_envs.py), so ``.venv`` already holds those very files. The
+env's packages and the dependency closure their metadata declares are linked from
+``.venv`` into the venv's site-packages; nothing else of ``.venv`` is visible in it. That
+takes seconds, needs no network and never downloads torch's ~5 GB of CUDA wheels again.
+``--pip`` instead ``pip install``s the pip list of every env without torch from the package
+index (a proof that the list resolves on its own; minutes, and at the mercy of the
+network), and links only the torch env.
 
     .venv/bin/python .ci/env_venvs.py            # build what changed, import everything
     .venv/bin/python .ci/env_venvs.py --rebuild  # build every venv afresh
@@ -42,8 +42,8 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO / "workflow_scripts")]
 
 from import_closure import canonical, env_pip, rule_closures  # noqa: E402
 
-#: an env holding any of these is linked from .venv instead of downloaded again
-LINKED = {"torch", "torchaudio", "torchvision"}
+#: with --pip, an env holding any of these is still linked from .venv (~5 GB of wheels)
+HEAVY = {"torch", "torchaudio", "torchvision"}
 PIP = "pip==25.3"
 
 
@@ -118,14 +118,15 @@ def link_distributions(pins: dict[str, str], dst: Path) -> int:
 
 
 # ----------------------------------------------------------------------------- venvs
-def build(env_file: Path, venv: Path, rebuild: bool) -> str:
+def build(env_file: Path, venv: Path, rebuild: bool, use_pip: bool) -> str:
     """Make ``venv`` hold ``env_file``'s pip list; returns what was done."""
     stamp = venv / "env.yaml"
-    if not rebuild and stamp.is_file() and stamp.read_bytes() == env_file.read_bytes():
+    mode = b"pip" if use_pip else b"link"
+    if not rebuild and stamp.is_file() and stamp.read_bytes() == env_file.read_bytes() + mode:
         return "reused"
     shutil.rmtree(venv, ignore_errors=True)
     pins = env_pip(env_file)
-    linked = bool(set(pins) & LINKED)
+    linked = not use_pip or bool(set(pins) & HEAVY)
     run([sys.executable, "-m", "venv", *(["--without-pip"] if linked else []), str(venv)])
     if linked:
         n = link_distributions(pins, site_packages(venv))
@@ -140,7 +141,7 @@ def build(env_file: Path, venv: Path, rebuild: bool) -> str:
         finally:
             os.unlink(handle.name)
         how = f"pip installed {len(pins)} pinned packages"
-    shutil.copyfile(env_file, stamp)  # last: a half-built venv is never reused
+    stamp.write_bytes(env_file.read_bytes() + mode)  # last: a half-built venv is never reused
     return how
 
 
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", type=Path, default=REPO / ".venvs", help="where the venvs live")
     ap.add_argument("--rebuild", action="store_true", help="rebuild even unchanged venvs")
+    ap.add_argument("--pip", action="store_true", help="pip install the envs without torch")
     args = ap.parse_args(argv)
     per_env: dict[Path, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for what, env_file, clo in rule_closures():
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     for env_file in sorted(REPO.glob("envs/*.yaml")):
         t0 = time.perf_counter()
         venv = args.root / env_file.stem
-        how = build(env_file, venv, args.rebuild)
+        how = build(env_file, venv, args.rebuild, args.pip)
         t1 = time.perf_counter()
         users = per_env.get(env_file, {})
         failed = check_imports(venv, users)

@@ -1,5 +1,6 @@
 """Config validation, the clip index and input helpers shared by all rules."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -21,7 +22,9 @@ def _validate_config():
     try:
         validate(config, "../config/schema.yaml")
     except WorkflowError as exc:
-        err = exc.__cause__ or exc.__context__  # snakemake raised it from the schema error
+        err = (
+            exc.__cause__ or exc.__context__
+        )  # snakemake raised it from the schema error
         if not isinstance(err, ValidationError):
             raise
         where = ".".join(map(str, err.absolute_path)) or "the top level"
@@ -39,12 +42,37 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
 from avsrobust import layout  # noqa: E402
 from avsrobust.errors import InputError  # noqa: E402
+from avsrobust.frame_cache import FRAMES_FILE, INDEX_FILE, MASKS_FILE  # noqa: E402
 from avsrobust.metadata import read_clips  # noqa: E402
 from avsrobust.negatives import NegativeSettings  # noqa: E402
 from avsrobust.offscreen_plan import plannable  # noqa: E402
 from avsrobust.run_config import training_config as run_training_config  # noqa: E402
 from avsrobust.synthetic import SyntheticConfig, synthetic_index  # noqa: E402
 
+# Result paths: each pattern once. Rules declare their outputs with these, input functions
+# fill them in (str.format), and jobs read snakemake.input/output: the DAG and the code
+# cannot disagree. (The per-clip audio paths mirror AVSBench's layout: layout.py.)
+CHECK = "results/inputs/{dataset}.check.tsv"
+PLAN = "results/robust/{dataset}/offscreen_plan.tsv"
+MANIFEST = "results/robust/{dataset}/{split}.manifest.tsv"
+FEATURES = "results/features/{dataset}/{split}/{condition}.npy"
+FEATURE_INDEX = "results/features/{dataset}/{split}/{condition}.index.tsv"
+CACHE = "results/frame_cache/{dataset}/{split}/{part}"  # part: frame_cache.*_FILE
+MODEL = "results/models/{dataset}/{experiment}/seed{seed}/{file}"
+CHECKPOINTS = "results/checkpoints/{dataset}/{experiment}/seed{seed}"
+PREDICTIONS = "results/predictions/{dataset}/{experiment}/{condition}"
+PREDICTIONS_PNG = "results/predictions_png/{dataset}/{experiment}/{run}/{condition}"
+METRICS = "results/metrics/{dataset}/{experiment}/{condition}.json"
+SUMMARY = "results/summary/{file}"
+
+
+def wild(pattern, **fixed):
+    """``pattern`` with some fields filled and the others left as wildcards."""
+    names = re.findall(r"{(\w+)}", pattern)
+    return pattern.format(**{n: fixed.get(n, f"{{{n}}}") for n in names})
+
+
+CACHE_PARTS = {"frames": FRAMES_FILE, "masks": MASKS_FILE, "index": INDEX_FILE}
 SYNTHETIC = not config["avsbench_root"]
 DATA_ROOT = "results/synthetic_avsbench" if SYNTHETIC else config["avsbench_root"]
 AVSS = config["avss_metadata"] or str(Path(DATA_ROOT) / layout.AVSS_META)
@@ -119,7 +147,7 @@ POSITIVE_PATTERN = (
 
 
 def offscreen_plan_of(wildcards):
-    return f"results/robust/{layout.DATASET_OF_DATA_DIR[wildcards.data]}/offscreen_plan.tsv"
+    return PLAN.format(dataset=layout.DATASET_OF_DATA_DIR[wildcards.data])
 
 
 def condition_wavs(dataset, split, condition):
@@ -183,14 +211,12 @@ def training_inputs(wildcards):
     ds = wildcards.dataset
     files = {}
     for split in ("train", "val"):
-        for name in ("frames", "masks", "index"):
-            ext = "tsv" if name == "index" else "npy"
-            files[f"{split}_{name}"] = f"results/frame_cache/{ds}/{split}/{name}.{ext}"
+        for name, part in CACHE_PARTS.items():
+            files[f"{split}_{name}"] = CACHE.format(dataset=ds, split=split, part=part)
         for cond in CONDITIONS:
-            files[f"{split}_{cond}"] = f"results/features/{ds}/{split}/{cond}.npy"
-            files[f"{split}_{cond}_index"] = (
-                f"results/features/{ds}/{split}/{cond}.index.tsv"
-            )
+            where = {"dataset": ds, "split": split, "condition": cond}
+            files[f"{split}_{cond}"] = FEATURES.format(**where)
+            files[f"{split}_{cond}_index"] = FEATURE_INDEX.format(**where)
     return files
 
 
@@ -207,11 +233,12 @@ def evaluated(dataset):
 def evaluation_inputs(wildcards):
     """Ground truth (frame cache), the condition's clip list, and the models or PNG folder."""
     ds, split = wildcards.dataset, EVAL_SPLIT
+    where = {"dataset": ds, "split": split, "condition": wildcards.condition}
     files = {
-        "cache": f"results/frame_cache/{ds}/{split}/index.tsv",
-        "frames": f"results/frame_cache/{ds}/{split}/frames.npy",
-        "masks": f"results/frame_cache/{ds}/{split}/masks.npy",
-        "clips": f"results/features/{ds}/{split}/{wildcards.condition}.index.tsv",
+        "cache": CACHE.format(dataset=ds, split=split, part=INDEX_FILE),
+        "frames": CACHE.format(dataset=ds, split=split, part=FRAMES_FILE),
+        "masks": CACHE.format(dataset=ds, split=split, part=MASKS_FILE),
+        "clips": FEATURE_INDEX.format(**where),
     }
     if wildcards.experiment in EXTERNAL:
         ext = EXTERNAL[wildcards.experiment]
@@ -221,10 +248,13 @@ def evaluation_inputs(wildcards):
             )
         files["external"] = ext[ds]
     else:
-        files["features"] = f"results/features/{ds}/{split}/{wildcards.condition}.npy"
+        files["features"] = FEATURES.format(**where)
         ck = EVAL["checkpoint"]
         files["models"] = [
-            f"results/models/{ds}/{wildcards.experiment}/seed{s}/{ck}.pt" for s in SEEDS
+            MODEL.format(
+                dataset=ds, experiment=wildcards.experiment, seed=s, file=f"{ck}.pt"
+            )
+            for s in SEEDS
         ]
     return files
 
@@ -252,7 +282,7 @@ def evaluation_params(wildcards):
 def summary_metrics():
     """The scores of every evaluated (dataset, experiment, condition), in table order."""
     return [
-        f"results/metrics/{ds}/{name}/{cond}.json"
+        METRICS.format(dataset=ds, experiment=name, condition=cond)
         for ds in DATASETS
         for name in evaluated(ds)
         for cond in CONDITIONS
@@ -262,7 +292,12 @@ def summary_metrics():
 def summary_predictions():
     """(dataset, experiment, condition, folder) of the predictions the figures show."""
     return [
-        (ds, name, cond, f"results/predictions/{ds}/{name}/{cond}")
+        (
+            ds,
+            name,
+            cond,
+            PREDICTIONS.format(dataset=ds, experiment=name, condition=cond),
+        )
         for ds in DATASETS
         for name in evaluated(ds)
         for cond in CONDITIONS
@@ -272,36 +307,43 @@ def summary_predictions():
 def summary_caches():
     """(dataset, part, file) of the evaluated split's frame cache, for the figures."""
     return [
-        (ds, name, f"results/frame_cache/{ds}/{EVAL_SPLIT}/{name}.{ext}")
+        (ds, name, CACHE.format(dataset=ds, split=EVAL_SPLIT, part=part))
         for ds in DATASETS
         if evaluated(ds)
-        for name, ext in (("index", "tsv"), ("frames", "npy"), ("masks", "npy"))
+        for name, part in CACHE_PARTS.items()
     ]
 
 
 def all_targets():
-    targets = [f"results/inputs/{ds}.check.tsv" for ds in DATASETS]
+    targets = [CHECK.format(dataset=ds) for ds in DATASETS]
     for ds in DATASETS:
         for sp in SPLITS:
             if NEGATIVES:
-                targets.append(f"results/robust/{ds}/{sp}.manifest.tsv")
-            targets += [f"results/features/{ds}/{sp}/{c}.npy" for c in CONDITIONS]
+                targets.append(MANIFEST.format(dataset=ds, split=sp))
+            targets += [
+                FEATURES.format(dataset=ds, split=sp, condition=c) for c in CONDITIONS
+            ]
         if TRAINING:
             targets += [
-                f"results/models/{ds}/{e}/seed{s}/final.pt"
+                MODEL.format(dataset=ds, experiment=e, seed=s, file="final.pt")
                 for e in EXPERIMENTS
                 for s in SEEDS
             ]
         if EVALUATION and EVAL["save_png"]:
             targets += [
-                f"results/predictions_png/{ds}/{n}/{r}/{c}"
+                PREDICTIONS_PNG.format(dataset=ds, experiment=n, run=r, condition=c)
                 for n in evaluated(ds)
                 for r in runs_of(n)
                 for c in CONDITIONS
             ]
     if EVALUATION and NEGATIVES and any(evaluated(ds) for ds in DATASETS):
-        targets += ["results/summary/summary.tsv", "results/summary/fpr_by_type.png"]
         targets += [
-            f"results/summary/qualitative_{ds}.png" for ds in DATASETS if evaluated(ds)
+            SUMMARY.format(file="summary.tsv"),
+            SUMMARY.format(file="fpr_by_type.png"),
+        ]
+        targets += [
+            SUMMARY.format(file=f"qualitative_{ds}.png")
+            for ds in DATASETS
+            if evaluated(ds)
         ]
     return targets

@@ -8,8 +8,8 @@ rule evaluate:
     input:
         unpack(evaluation_inputs),
     output:
-        metrics="results/metrics/{dataset}/{experiment}/{condition}.json",
-        predictions=directory("results/predictions/{dataset}/{experiment}/{condition}"),
+        metrics=METRICS,
+        predictions=directory(PREDICTIONS),
     log:
         "logs/evaluate/{dataset}/{experiment}/{condition}.log",
     benchmark:
@@ -27,9 +27,9 @@ rule evaluate:
 rule export_png:
     """One run's predictions as PNG masks in AVSBench's layout (a root for re-scoring)."""
     input:
-        "results/predictions/{dataset}/{experiment}/{condition}",
+        PREDICTIONS,
     output:
-        directory("results/predictions_png/{dataset}/{experiment}/{run}/{condition}"),
+        directory(PREDICTIONS_PNG),
     log:
         "logs/export_png/{dataset}/{experiment}/{run}/{condition}.log",
     conda:
@@ -46,12 +46,12 @@ rule summary:
         metrics=summary_metrics(),
     output:
         tsv=report(
-            "results/summary/summary.tsv",
+            SUMMARY.format(file="summary.tsv"),
             caption="../report/summary.rst",
             category="1. Summary",
         ),
-        md="results/summary/summary.md",
-        json="results/summary/summary.json",
+        md=SUMMARY.format(file="summary.md"),
+        json=SUMMARY.format(file="summary.json"),
     log:
         "logs/summary.log",
     conda:
@@ -68,23 +68,23 @@ rule summary:
 rule figures:
     """The report's figures: FPR per negative type, G-metrics, qualitative masks."""
     input:
-        summary="results/summary/summary.json",
+        summary=SUMMARY.format(file="summary.json"),
         predictions=[f[-1] for f in summary_predictions()],
         caches=[f[-1] for f in summary_caches()],
     output:
         fpr=report(
-            "results/summary/fpr_by_type.png",
+            SUMMARY.format(file="fpr_by_type.png"),
             caption="../report/fpr_by_type.rst",
             category="2. Robustness",
         ),
         g=report(
-            "results/summary/g_metrics.png",
+            SUMMARY.format(file="g_metrics.png"),
             caption="../report/g_metrics.rst",
             category="2. Robustness",
         ),
         qualitative=report(
             expand(
-                "results/summary/qualitative_{dataset}.png",
+                SUMMARY.format(file="qualitative_{dataset}.png"),
                 dataset=[ds for ds in DATASETS if evaluated(ds)],
             ),
             caption="../report/qualitative.rst",

@@ -3,7 +3,7 @@ rule offscreen_plan:
     input:
         meta=lambda w: metadata_files(w.dataset),
     output:
-        "results/robust/{dataset}/offscreen_plan.tsv",
+        PLAN,
     log:
         "logs/robust/{dataset}/offscreen_plan.log",
     conda:
@@ -90,12 +90,10 @@ rule split_manifest:
     input:
         wavs=split_negatives,
         plan=lambda w: (
-            f"results/robust/{w.dataset}/offscreen_plan.tsv"
-            if "offscreen" in NEGATIVES
-            else []
+            PLAN.format(dataset=w.dataset) if "offscreen" in NEGATIVES else []
         ),
     output:
-        "results/robust/{dataset}/{split}.manifest.tsv",
+        MANIFEST,
     log:
         "logs/robust/{dataset}/{split}.manifest.log",
     conda:

@@ -91,6 +91,18 @@ def test_schema_fills_no_default_into_overrides():
     assert config["training"]["per_dataset"] == {"ms3": {"loss": {}}}
 
 
+def test_every_training_default_has_its_type_in_the_shared_recipe():
+    """training lists the recipe keys' defaults; their types live once, in $defs/recipe."""
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    training = schema["properties"]["training"]["properties"]
+    own = {"image_size", "seeds", "gpus", "per_dataset"}
+    recipe = schema["$defs"]["recipe"]["properties"]
+    assert set(training) - own == set(recipe)
+    for key in set(training) - own:
+        assert set(training[key]) <= {"default", "required", "properties"}, key
+    assert set(training["loss"]["properties"]) == set(recipe["loss"]["properties"])
+
+
 def test_schema_model_keys_are_the_models_keys():
     schema = yaml.safe_load(Path(SCHEMA).read_text())
     model = schema["$defs"]["model"]
