@@ -15,6 +15,9 @@ Why it is learnable and audio matters:
   from it), so a model that ignores the audio segments the distractor as well
   and scores measurably worse.
 
+One job, in one module although it is long: index -> looks and voices -> scene -> pixels and
+samples -> files, parts that change together whenever the benchmark's realism does.
+
 Determinism: each clip draws from ``seeding.item_rng(seed, "synthetic",
 dataset, split, video)``; video ids and categories depend only on (seed,
 dataset, split, position in split). A clip's files therefore do not change
