@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
 import platform
@@ -58,19 +57,27 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from avsrobust import frame_cache as FC  # noqa: E402
-from avsrobust import train as T  # noqa: E402
+from avsrobust.cuda_graphs import GraphedTrainStep  # noqa: E402
 from avsrobust.data import AVSDataset, RobustSampler, build_loader  # noqa: E402
-from avsrobust.layout import positive_wav  # noqa: E402
+from avsrobust.layout import N_FRAMES, positive_wav  # noqa: E402
 from avsrobust.losses import total_loss  # noqa: E402
 from avsrobust.models import build_model  # noqa: E402
+from avsrobust.optim import build_optimizer  # noqa: E402
+from avsrobust.resume import seed_everything  # noqa: E402
+from avsrobust.row_index import FEATURE_COLUMNS, write_index  # noqa: E402
+from avsrobust.runtime import determinism  # noqa: E402
+from avsrobust.runtime import resolve_device as _resolve_device  # noqa: E402
+from avsrobust.step import autocast, flatten_batch, train_step  # noqa: E402
+from avsrobust.train import prepare_model  # noqa: E402
+from avsrobust.train_config import resolve_config  # noqa: E402
 
-N_FRAMES = 5
 MODEL_SIZE = {"tpavi": 224, "small": 64}
 MODEL_CFG: dict[str, dict[str, Any]] = {
     "tpavi": {"name": "tpavi"},
     "small": {"name": "small", "classifier": True},  # the workflow's default training model
 }
-#: The robust experiment of config/config.yaml.
+#: The measured robust mix (twice config/config.yaml's robust experiment: more negatives
+#: per batch, so every batch mixes conditions).
 NEGATIVE_RATIOS = {"silence": 0.25, "noise": 0.25, "offscreen": 0.5}
 #: Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by device-name fragment, first match.
 PEAK_TFLOPS = (
@@ -89,11 +96,9 @@ DEFAULT_DATA = REPO / "benchmarks" / "out" / "train_throughput_data"
 
 # ----------------------------------------------------------------------------- data
 def _write_index(path: Path, clips: list, root: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        w = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        w.writerow(["row", "video", "category", "path"])
-        for row, c in enumerate(clips):
-            w.writerow([row, c.video, c.category, str(positive_wav(root, c))])
+    write_index(
+        path, FEATURE_COLUMNS, ((c.video, c.category, positive_wav(root, c)) for c in clips)
+    )
 
 
 def prepare_data(data_dir: Path, videos: int, sizes: list[int], seed: int = 0) -> dict[int, Any]:
@@ -220,7 +225,7 @@ def build_cases(args: argparse.Namespace, dev: torch.device) -> list[Case]:
 
 
 def _train_cfg(case: Case, batch_size: int, workers: int) -> dict[str, Any]:
-    return T.resolve_config(
+    return resolve_config(
         {
             "model": MODEL_CFG[case.model],
             "batch_size": batch_size,
@@ -335,7 +340,7 @@ def run_case(case: Case, args: argparse.Namespace, data: dict, dev: torch.device
     c = _train_cfg(case, args.batch_size, workers)
     row: dict[str, Any] = {"case": case.name, **asdict(case), "image_size": size}
     row.update(batch_size=args.batch_size, workers=workers, warmup=warmup, steps=steps)
-    T.seed_everything(0)
+    seed_everything(0)
     cache, files = data[size]
     ds = AVSDataset(cache, files, _conds())
     loader = sampler = None
@@ -352,11 +357,11 @@ def run_case(case: Case, args: argparse.Namespace, data: dict, dev: torch.device
     if case.data == "data":  # the loader alone: batches to the device, no model
         it = _batches(loader, sampler)
         for _ in range(warmup):
-            T.flatten_batch(next(it), dev, cl)
+            flatten_batch(next(it), dev, cl)
         _sync(dev)
         t0 = time.perf_counter()
         for _ in range(steps * 2):
-            x = T.flatten_batch(next(it), dev, cl)
+            x = flatten_batch(next(it), dev, cl)
         _sync(dev)
         dt = time.perf_counter() - t0
         del it, x, loader
@@ -365,26 +370,26 @@ def run_case(case: Case, args: argparse.Namespace, data: dict, dev: torch.device
         row["ms_per_step"] = 1000 * dt / (steps * 2)
         return row
 
-    with T.determinism(c["deterministic"]), _legacy_fill(case.legacy):
-        model = T.prepare_model(c, dev)
+    with determinism(c["deterministic"]), _legacy_fill(case.legacy):
+        model = prepare_model(c, dev)
         if case.legacy:
             params = [p for p in model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(params, lr=c["lr"], weight_decay=c["weight_decay"])
         else:
-            opt = T.build_optimizer(model, c, dev)
+            opt = build_optimizer(model, c, dev)
         model.train()
-        graphed = T.GraphedTrainStep(model, opt, c, dev) if c["cuda_graphs"] else None
+        graphed = GraphedTrainStep(model, opt, c, dev) if c["cuda_graphs"] else None
 
         def step(x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             if graphed is not None:
                 return graphed(x)
-            return T.train_step(model, opt, x, c, dev)
+            return train_step(model, opt, x, c, dev)
 
         if case.data == "loader":
             it = _batches(loader, sampler)
 
             def get() -> dict[str, torch.Tensor]:
-                return T.flatten_batch(next(it), dev, cl)
+                return flatten_batch(next(it), dev, cl)
         else:
             fixed = _synthetic_batch(n, size, dev)
             if cl:
@@ -495,7 +500,7 @@ def event_breakdown(model: Any, opt: Any, c: dict, get: Any, dev: torch.device, 
             x = get()
             ev = [torch.cuda.Event(enable_timing=True) for _ in range(5)]
             ev[0].record()
-            with T._autocast(dev, c["amp"]):
+            with autocast(dev, c["amp"]):
                 out = model(x["frames"], x["audio"])
             ev[1].record()
             loss, _ = total_loss(out, x, c)
@@ -702,11 +707,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: CUDA is not available")
-    return torch.device(name)
+    return _resolve_device(name)
 
 
 def _child(case: Case, argv: list[str]) -> dict:

@@ -3,7 +3,7 @@ rule check_inputs:
     input:
         meta=lambda w: metadata_files(w.dataset),
     output:
-        "results/inputs/{dataset}.check.tsv",
+        CHECK,
     log:
         "logs/inputs/{dataset}.check.log",
     conda:

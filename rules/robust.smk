@@ -14,7 +14,7 @@ rule offscreen_plan:
     input:
         meta=lambda w: metadata_files(w.dataset),
     output:
-        "results/robust/{dataset}/offscreen_plan.tsv",
+        PLAN,
     log:
         "logs/robust/{dataset}/offscreen_plan.log",
     conda:
@@ -59,7 +59,7 @@ rule negative_audio:
             NegativeSettings(**params.settings),
             DATA_ROOT,
             wildcards,
-            None,
+            wildcards.negtype,
             output.wav,
             log[0],
         )
@@ -88,9 +88,10 @@ rule offscreen_audio:
             NEG_SETTINGS,
             DATA_ROOT,
             wildcards,
-            input.plan,
+            "offscreen",
             output.wav,
             log[0],
+            plan=input.plan,
             declared_donor=input.donor or None,
         )
 
@@ -100,12 +101,10 @@ rule split_manifest:
     input:
         wavs=split_negatives,
         plan=lambda w: (
-            f"results/robust/{w.dataset}/offscreen_plan.tsv"
-            if "offscreen" in NEGATIVES
-            else []
+            PLAN.format(dataset=w.dataset) if "offscreen" in NEGATIVES else []
         ),
     output:
-        "results/robust/{dataset}/{split}.manifest.tsv",
+        MANIFEST,
     log:
         "logs/robust/{dataset}/{split}.manifest.log",
     conda:

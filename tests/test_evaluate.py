@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import cache_dir, feature_paths
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -21,7 +22,7 @@ from avsrobust import frame_cache as FC
 from avsrobust import plots
 from avsrobust.byo import load_ground_truth
 from avsrobust.byo import main as byo_main
-from avsrobust.data import AVSDataset, feature_paths
+from avsrobust.data import AVSDataset
 from avsrobust.errors import ConfigError, InputError
 from avsrobust.evaluate import condition_document, load_checkpoint, predict, score
 from avsrobust.metadata import read_clips
@@ -91,7 +92,7 @@ def world(tmp_path_factory):
     generate(root, cfg)
     for ds in ("s4", "ms3"):
         clips = [c for c in read_clips(root, ds) if c.split == "test"]
-        FC.build_cache(root, clips, FC.cache_dir(results, ds, "test"), S)
+        FC.build_cache(root, clips, cache_dir(results, ds, "test"), S)
     return root, results
 
 
@@ -103,7 +104,7 @@ def _write_preds(folder: Path, run: str, cache: FC.FrameCache, q: np.ndarray) ->
 
 def test_perfect_and_empty_predictions_score_as_defined(world, tmp_path):
     _, results = world
-    cache = FC.open_cache(FC.cache_dir(results, "s4", "test"))
+    cache = FC.open_cache(cache_dir(results, "s4", "test"))
     gt = np.asarray(cache.masks) == 1
     _write_preds(tmp_path, "perfect", cache, np.where(gt, 255, 0).astype(np.uint8))
     perfect = score(open_predictions(tmp_path, "perfect"), cache, "positive")
@@ -126,7 +127,7 @@ def test_headline_fscore_is_the_published_per_batch_f_at_four_videos(world, tmp_
     """`fscore` = the published Eval_Fmeasure averaged over batches of 4 videos (AVSBench's
     test.sh); `fscore_dataset` = ours (one curve over the split); G-F uses `fscore`."""
     _, results = world
-    cache = FC.open_cache(FC.cache_dir(results, "s4", "test"))
+    cache = FC.open_cache(cache_dir(results, "s4", "test"))
     gt = np.asarray(cache.masks) == 1
     rng = np.random.default_rng(0)
     q = np.clip(gt * 70 + rng.integers(0, 186, gt.shape), 0, 255).astype(np.uint8)
@@ -179,8 +180,8 @@ def test_default_batch_of_the_published_f_is_the_schema_default():
 
 def test_scoring_rejects_predictions_of_another_split_or_size(world, tmp_path):
     _, results = world
-    cache = FC.open_cache(FC.cache_dir(results, "s4", "test"))
-    other = FC.open_cache(FC.cache_dir(results, "ms3", "test"))
+    cache = FC.open_cache(cache_dir(results, "s4", "test"))
+    other = FC.open_cache(cache_dir(results, "ms3", "test"))
     _write_preds(tmp_path / "a", "r", other, np.zeros((len(other), 5, S, S), np.uint8))
     with pytest.raises(InputError, match="is not in the evaluated split"):
         score(open_predictions(tmp_path / "a", "r"), cache, "positive")
@@ -203,7 +204,7 @@ def test_a_failed_writer_leaves_no_file(tmp_path):
 # ----------------------------------------------------------------------------- PNG trees
 def test_png_export_then_import_round_trips_exactly(world, tmp_path):
     _, results = world
-    cache = FC.open_cache(FC.cache_dir(results, "s4", "test"))
+    cache = FC.open_cache(cache_dir(results, "s4", "test"))
     q = np.random.default_rng(0).integers(0, 256, (3, 5, S, S), dtype=np.uint8)
     _write_preds(tmp_path / "p", "seed0", cache, q)
     n = export_png(
@@ -282,7 +283,7 @@ def test_png_import_names_the_missing_or_broken_file_and_writes_nothing(tmp_path
 
 # ----------------------------------------------------------------------------- models
 def _features(results: Path, root: Path, ds: str, cond: str, value: float) -> dict:
-    cache = FC.open_cache(FC.cache_dir(results, ds, "test"))
+    cache = FC.open_cache(cache_dir(results, ds, "test"))
     npy, index = feature_paths(results, ds, "test", cond)
     npy.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -306,7 +307,7 @@ def test_checkpoint_predictions_are_deterministic_and_gating_empties_masks(world
     loaded, saved_cfg = load_checkpoint(ck, torch.device("cpu"))
     assert saved_cfg["model"] == cfg
     ds = AVSDataset(
-        FC.cache_dir(results, "s4", "test"),
+        cache_dir(results, "s4", "test"),
         _features(results, root, "s4", "noise", -4.6),
         ["noise"],
     )
@@ -439,7 +440,7 @@ def test_plots_are_written_and_reproducible(world, tmp_path):
         plots.g_metrics(rows, tmp_path / f"g_{name}.png")
     assert (tmp_path / "fpr_a.png").read_bytes() == (tmp_path / "fpr_b.png").read_bytes()
     assert Image.open(tmp_path / "g_a.png").size[0] > 300
-    cache = FC.open_cache(FC.cache_dir(results, "s4", "test"))
+    cache = FC.open_cache(cache_dir(results, "s4", "test"))
     _write_preds(tmp_path / "p", "seed0", cache, np.zeros((3, 5, S, S), np.uint8))
     preds = open_predictions(tmp_path / "p", "seed0")
     plots.qualitative(
@@ -537,8 +538,8 @@ def test_predict_and_score_on_cuda_agree_with_cpu(world, tmp_path):
     torch.manual_seed(0)
     model = build_model({"name": "small", "classifier": True})
     feats = _features(results, root, "s4", "positive", 0.0)
-    ds = AVSDataset(FC.cache_dir(results, "s4", "test"), feats, ["positive"])
-    cache = FC.open_cache(FC.cache_dir(results, "s4", "test"))
+    ds = AVSDataset(cache_dir(results, "s4", "test"), feats, ["positive"])
+    cache = FC.open_cache(cache_dir(results, "s4", "test"))
     cpu = predict(model, ds, "positive", tmp_path / "cpu", "seed0", torch.device("cpu"))
     gpu = predict(
         model.to("cuda"), ds, "positive", tmp_path / "gpu", "seed0", torch.device("cuda"), amp=True

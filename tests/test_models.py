@@ -14,7 +14,7 @@ import torchvision
 from torch import nn
 
 from avsrobust.errors import ConfigError, InputError
-from avsrobust.manifest import sha256_file
+from avsrobust.hashing import sha256_file
 from avsrobust.models import TPAVI, VGGish, build_model, count_parameters
 from avsrobust.weights import load_resnet50, load_vggish
 

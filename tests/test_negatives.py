@@ -202,3 +202,43 @@ def test_relevant_settings_per_type():
     assert s.relevant("noise") == {"seed": 4, "noise_colour": "pink", "noise_level_dbfs": -25.0}
     assert s.relevant("silence") == {"seed": 4, "silence_dither_dbfs": None}
     assert NegativeSettings(**s.relevant("noise")) == s
+
+
+# ----------------------------------------------------------------------------- per-clip jobs
+def test_in_process_jobs_write_the_clip_generate_negative_writes(tiny_root, tmp_path):
+    """The bodies of the negative_audio / offscreen_audio run: blocks, named by wildcards."""
+    from types import SimpleNamespace
+
+    from avsrobust import layout
+    from avsrobust.metadata import read_clips
+    from avsrobust.offscreen_plan import plan_donors, write_plan
+    from avsrobust.workflow_jobs import negative_job
+
+    clips = read_clips(tiny_root, "s4")
+    rows, _ = plan_donors(clips, seed=0)
+    plan = tmp_path / "plan.tsv"
+    write_plan(plan, rows)
+    clip = next(c for c in clips if c.split == "train")
+    wildcards = SimpleNamespace(data=layout.DATA_DIRS["s4"], split=clip.split, item=clip.item)
+    settings = NegativeSettings(seed=5)
+    for negtype, kwargs in (("noise", {}), ("offscreen", {"plan": plan})):
+        out, log = tmp_path / f"{negtype}.wav", tmp_path / f"{negtype}.log"
+        negative_job(settings, tiny_root, wildcards, negtype, out, log, **kwargs)
+        donor = next(r.donor for r in rows if r.target.video == clip.video)
+        want = tmp_path / f"want_{negtype}.wav"
+        generate_negative(
+            settings,
+            "s4",
+            clip.split,
+            clip.video,
+            negtype,
+            layout.positive_wav(tiny_root, clip),
+            want,
+            layout.positive_wav(tiny_root, donor) if negtype == "offscreen" else None,
+        )
+        assert _sha(out) == _sha(want), negtype
+        assert log.read_text().startswith(f"s4\t{clip.split}\t{clip.item}\t{negtype}\t")
+    with pytest.raises(ValueError, match="plan"):
+        negative_job(settings, tiny_root, wildcards, "offscreen", tmp_path / "x.wav", log)
+    with pytest.raises(ValueError, match="plan"):
+        negative_job(settings, tiny_root, wildcards, "noise", tmp_path / "x.wav", log, plan=plan)

@@ -12,15 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import build_dataset, cache_dir, feature_paths
 
 from avsrobust import frame_cache as FC
-from avsrobust.data import build_dataset, feature_paths
 from avsrobust.errors import ConfigError
 from avsrobust.losses import av_matching_loss, mask_loss, sounding_loss, total_loss
 from avsrobust.metadata import read_clips
 from avsrobust.models import build_model
+from avsrobust.resume import Preempted, request_preemption
+from avsrobust.step import flatten_batch, gate_logits
 from avsrobust.synthetic import SyntheticConfig, generate
-from avsrobust.train import Preempted, flatten_batch, gate_logits, request_preemption, train
+from avsrobust.train import train
 
 S = 32
 NEGATIVES = ("silence", "noise")
@@ -39,6 +41,7 @@ CFG = {
     "amp": False,
     "channels_last": False,
     "gate_with_classifier": False,
+    "cuda_graphs": False,  # the eager step; the graph tests switch it on
     "dataset": "s4",  # extra workflow keys are ignored
 }
 
@@ -69,7 +72,7 @@ def data(tmp_path_factory):
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
         clips = [c for c in read_clips(root, "s4") if c.split == split]
-        FC.build_cache(root, clips, FC.cache_dir(results, "s4", split), S)
+        FC.build_cache(root, clips, cache_dir(results, "s4", split), S)
         n = len(clips)
         _write_features(results, split, "positive", clips, rng.normal(size=(n, 5, 1, 96, 64)))
         _write_features(results, split, "silence", clips, np.full((n, 5, 1, 96, 64), -4.6))
@@ -260,19 +263,24 @@ def test_preemption_in_first_epoch_leaves_no_checkpoint(data, tmp_path):
 
 # ------------------------------------------------------------------------- speed settings
 def test_speed_keys_are_checked():
-    from avsrobust.train import resolve_config
+    from avsrobust.train_config import resolve_config
 
-    c = resolve_config({})
-    assert c["deterministic"] is True and c["cuda_graphs"] is False and c["compile"] is False
+    c = resolve_config({})  # the schema's defaults (tests/test_config_files.py)
+    assert c["deterministic"] is True and c["cuda_graphs"] is True and c["compile"] is False
     for key in ("deterministic", "cuda_graphs", "compile"):
         with pytest.raises(ConfigError, match=key):
             resolve_config({key: "yes"})
     with pytest.raises(ConfigError, match="cannot both"):
         resolve_config({"cuda_graphs": True, "compile": True})
+    # negative ratios are checked where they enter train(), not again in the sampler
+    with pytest.raises(ConfigError, match=">= 0"):
+        resolve_config({"negative_ratios": {"noise": -0.1}})
+    with pytest.raises(ConfigError, match="unknown negative type"):
+        resolve_config({"negative_ratios": {"static": 0.1}})
 
 
 def test_determinism_settings_are_restored():
-    from avsrobust.train import determinism
+    from avsrobust.runtime import determinism
 
     before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     with determinism(False):
@@ -296,14 +304,12 @@ def test_cuda_graphs_key_trains_eagerly_on_cpu(data, full, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_graphed_step_matches_eager_cuda(data):
     """The captured step replays the eager step's maths on every batch, any shape."""
-    from avsrobust.train import (
-        GraphedTrainStep,
-        build_optimizer,
-        determinism,
-        prepare_model,
-        resolve_config,
-        train_step,
-    )
+    from avsrobust.cuda_graphs import GraphedTrainStep
+    from avsrobust.optim import build_optimizer
+    from avsrobust.runtime import determinism
+    from avsrobust.step import train_step
+    from avsrobust.train import prepare_model
+    from avsrobust.train_config import resolve_config
 
     dev = torch.device("cuda")
     train_ds, _ = data
@@ -369,24 +375,28 @@ def test_train_cuda_graphs_and_resume_cuda(data, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_failed_capture_falls_back_to_eager_cuda(data, monkeypatch):
     """A step that cannot be captured (a host sync inside) is trained eagerly instead."""
-    import avsrobust.train as T
+    import avsrobust.cuda_graphs as G
+    from avsrobust.optim import build_optimizer
+    from avsrobust.runtime import determinism
+    from avsrobust.train import prepare_model
+    from avsrobust.train_config import resolve_config
 
     dev = torch.device("cuda")
-    c = T.resolve_config({**CFG, "cuda_graphs": True})
-    real = T.train_step
+    c = resolve_config({**CFG, "cuda_graphs": True})
+    real = G.train_step
 
     def syncing_step(*args, **kwargs):
         parts = real(*args, **kwargs)
         float(parts["total"])  # host sync: illegal while capturing
         return parts
 
-    monkeypatch.setattr(T, "train_step", syncing_step)
+    monkeypatch.setattr(G, "train_step", syncing_step)
     train_ds, _ = data
     batch = torch.utils.data.default_collate([train_ds[0], train_ds[1]])
-    with T.determinism(True):
-        model = T.prepare_model(c, dev)
-        opt = T.build_optimizer(model, c, dev)
-        step = T.GraphedTrainStep(model, opt, c, dev, warmup=1)
+    with determinism(True):
+        model = prepare_model(c, dev)
+        opt = build_optimizer(model, c, dev)
+        step = G.GraphedTrainStep(model, opt, c, dev, warmup=1)
         losses = [float(step(flatten_batch(batch, dev))["total"]) for _ in range(4)]
     assert step.graph is None and step.capture_error and step.replays == 0
     assert step.eager_steps == 4 and all(math.isfinite(v) for v in losses)

@@ -221,6 +221,19 @@ def test_corrupt_positive_wav_fails_with_its_name_and_leaves_nothing(tiny_root, 
         ({"negative_audio": {"noise_level_dbfs": 0}}, "noise_level_dbfs"),
         ({"seed": -1}, "seed"),
         ({"offscreen": {"on_missing": "ignore"}}, "ignore"),
+        # misspelt keys anywhere name the key and where it is
+        (
+            {"experiments": {"robust": {"negative_ratio": {"noise": 0.1}}}},
+            "experiments.robust: unknown key ('negative_ratio' was unexpected)",
+        ),
+        (
+            {"training": {"model": {"name": "small", "nmae": "x"}}},
+            "training.model: unknown key ('nmae' was unexpected)",
+        ),
+        (
+            {"training": {"per_dataset": {"ms3": {"epoch": 30}}}},
+            "training.per_dataset.ms3: unknown key ('epoch' was unexpected)",
+        ),
     ],
 )
 def test_bad_config_is_rejected_with_the_key(tmp_path, config, message):

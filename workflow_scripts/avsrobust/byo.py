@@ -21,7 +21,6 @@ import json
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +28,12 @@ import numpy as np
 
 from .atomic import atomic_write_text
 from .errors import ConfigError, InputError
-from .frame_cache import N_FRAMES, load_clip_masks
-from .layout import AVSS_META, DATASETS, NEGATIVE_TYPES, SPLITS, Clip
+from .frame_cache import GroundTruth, load_clip_masks
+from .layout import AVSS_META, CONDITIONS, DATASETS, N_FRAMES, SPLITS, Clip
 from .metadata import read_clips
 from .metrics import AVSBENCH_BATCH_VIDEOS
 from .predictions import PNG_FORMATS, open_predictions, read_png_tree, write_index
 from .summary import markdown_text, run_row
-
-CONDITIONS = ("positive", *NEGATIVE_TYPES)
-
-
-@dataclass(frozen=True)
-class GroundTruth:
-    """What scoring needs of a split: masks (IGNORE = not annotated) and the video index."""
-
-    masks: np.ndarray  # uint8 [N, 5, S, S]
-    videos: tuple[str, ...]
-    categories: tuple[str, ...]
 
 
 def load_ground_truth(root: str | Path, clips: Sequence[Clip], size: int) -> GroundTruth:

@@ -3,7 +3,7 @@
 Why computed here and not by hand: the published G-metrics were aggregated by
 hand. Here every run (a training seed, or one set of imported predictions) gets
 its own G-mIoU and G-F from its own positive and negative scores
-(:func:`avsrobust.metrics.g_metrics`), and only then are runs averaged. The
+(:func:`avsrobust.stats.g_metrics`), and only then are runs averaged. The
 spread is the sample standard deviation over runs (``ddof=1``); it is empty
 with a single run.
 """
@@ -11,14 +11,13 @@ with a single run.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
 from .errors import InputError
-from .metrics import METRICS_VERSION, g_metrics
+from .stats import METRICS_VERSION, g_metrics, mean_std
 
 #: Columns of the Markdown table: (key, header); per-type FPR columns are inserted.
 MAIN_COLUMNS = (("miou", "mIoU"), ("fscore", "F"))
@@ -51,31 +50,28 @@ DEFINITIONS = {
 }
 
 
-def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    """(mean, sample std) of finite values; ``None`` for an empty or undefined result."""
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not vals or len(vals) != len(values):
-        return None, None
-    m = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return m, None
-    var = sum((v - m) ** 2 for v in vals) / (len(vals) - 1)
-    return m, math.sqrt(var)
-
-
-def load_condition(path: str | Path) -> dict[str, Any]:
-    """A ``{condition}.json`` written by the evaluation job, minimally checked."""
+def _load_json(path: str | Path, what: str, keys: Sequence[str]) -> dict[str, Any]:
     path = Path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(path, "metrics file is missing") from None
+        raise InputError(path, f"{what} file is missing") from None
     except (OSError, ValueError) as exc:
-        raise InputError(path, f"not a readable metrics JSON ({exc})") from None
-    for key in ("dataset", "experiment", "condition", "runs"):
+        raise InputError(path, f"not a readable {what} JSON ({exc})") from None
+    for key in keys:
         if key not in doc:
-            raise InputError(path, f"metrics JSON lacks {key!r}")
+            raise InputError(path, f"{what} JSON lacks {key!r}")
     return doc
+
+
+def load_condition(path: str | Path) -> dict[str, Any]:
+    """A ``{condition}.json`` written by the evaluation job, minimally checked."""
+    return _load_json(path, "metrics", ("dataset", "experiment", "condition", "runs"))
+
+
+def load_summary(path: str | Path) -> dict[str, Any]:
+    """A ``summary.json`` written by :func:`write_summary` (the figures are drawn from it)."""
+    return _load_json(path, "summary", ("negatives", "rows"))
 
 
 def run_row(scores: Mapping[str, Mapping[str, Any]], negatives: Sequence[str]) -> dict[str, Any]:

@@ -15,6 +15,9 @@ Why it is learnable and audio matters:
   from it), so a model that ignores the audio segments the distractor as well
   and scores measurably worse.
 
+One job, in one module although it is long: index -> looks and voices -> scene -> pixels and
+samples -> files, parts that change together whenever the benchmark's realism does.
+
 Determinism: each clip draws from ``seeding.item_rng(seed, "synthetic",
 dataset, split, video)``; video ids and categories depend only on (seed,
 dataset, split, position in split). A clip's files therefore do not change
@@ -37,7 +40,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from .atomic import atomic_write_bytes, atomic_write_text
@@ -47,6 +49,7 @@ from .layout import (
     AVSS_META,
     DATASETS,
     META_FILES,
+    N_FRAMES,
     SPLITS,
     Clip,
     annotated_frames,
@@ -54,10 +57,9 @@ from .layout import (
     mask_png,
     positive_wav,
 )
+from .png import png_bytes
 from .seeding import item_rng, item_seed
 from .wav import AudioFormat, write_wav
-
-N_FRAMES = 5
 
 #: Shapes and textures of the looks; index i gets shape i % 6 and texture
 #: (i // 6 + i) % 6, a pair that is unique for the first 36 indices.
@@ -136,11 +138,11 @@ _MAX_DRIFT = 0.035  # per axis, over the 5 frames
 
 
 def _default_s4() -> dict[str, int]:
-    return {"train": 24, "val": 8, "test": 8}
+    return {"train": 72, "val": 12, "test": 12}
 
 
 def _default_ms3() -> dict[str, int]:
-    return {"train": 12, "val": 6, "test": 6}
+    return {"train": 36, "val": 9, "test": 9}
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class SyntheticConfig:
 
     ``s4_videos`` / ``ms3_videos`` map split -> number of videos; a split left
     out has 0 videos (the CLI instead keeps the default for splits not named).
+    The defaults are config/schema.yaml's (tests/test_config_files.py checks them).
     """
 
     seed: int = 0
@@ -700,16 +703,6 @@ def render_clip(cfg: SyntheticConfig, clip: Clip) -> RenderedClip:
 # --------------------------------------------------------------------------- writing
 
 
-def _png_bytes(array: np.ndarray) -> bytes:
-    """PNG with fixed options and no metadata, so equal pixels give equal bytes.
-
-    uint8 [H, W, 3] becomes mode RGB, uint8 [H, W] mode L.
-    """
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()
-
-
 def clip_files(root: str | Path, clip: Clip) -> list[Path]:
     """Every file ``generate`` writes for one clip (WAV, 5 frames, annotated masks)."""
     return [
@@ -733,9 +726,9 @@ def write_clip(
     r = render_clip(cfg, clip)
     write_wav(positive_wav(root, clip), r.audio, cfg.audio_format)
     for k in range(1, N_FRAMES + 1):
-        atomic_write_bytes(frame_png(root, clip, k), _png_bytes(r.frames[k - 1]))
+        atomic_write_bytes(frame_png(root, clip, k), png_bytes(r.frames[k - 1]))
     for k in annotated_frames(clip):
-        atomic_write_bytes(mask_png(root, clip, k), _png_bytes(r.masks[k - 1]))
+        atomic_write_bytes(mask_png(root, clip, k), png_bytes(r.masks[k - 1]))
 
 
 def _csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -875,11 +868,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m avsrobust.synthetic", description=__doc__.split("\n")[0]
     )
     ap.add_argument("--root", required=True, type=Path, help="output AVSBench root")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=SyntheticConfig.seed)
     ap.add_argument("--s4", type=_parse_sizes, default={}, help="e.g. train=24,val=8,test=8")
     ap.add_argument("--ms3", type=_parse_sizes, default={}, help="e.g. train=12,val=6,test=6")
-    ap.add_argument("--image-size", type=int, default=224)
-    ap.add_argument("--distractor-prob", type=float, default=0.5)
+    ap.add_argument("--image-size", type=int, default=SyntheticConfig.image_size)
+    ap.add_argument("--distractor-prob", type=float, default=SyntheticConfig.distractor_prob)
     ap.add_argument("--datasets", default="s4,ms3", help="comma list of s4, ms3")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--progress", action="store_true", help="show a progress bar")

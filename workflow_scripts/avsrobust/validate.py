@@ -15,10 +15,9 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError, regular_file
-from .layout import Clip, annotated_frames, frame_png, mask_png
+from .layout import N_FRAMES, Clip, annotated_frames, frame_png, mask_png
+from .png import FRAME_MODES, MASK_MODES
 from .wav import audio_format
-
-N_FRAMES = 5
 
 
 def check_png(path: Path, what: str, modes: tuple[str, ...]) -> tuple[int, int]:
@@ -44,7 +43,7 @@ def check_clip(root: str | Path, clip: Clip, positive: Path) -> dict[str, str]:
     """Check one clip's WAV, 5 frames and annotated masks; a summary row."""
     fmt = audio_format(positive)
     sizes = {
-        k: check_png(frame_png(root, clip, k), f"frame {k}", ("RGB", "RGBA", "P", "L"))
+        k: check_png(frame_png(root, clip, k), f"frame {k}", FRAME_MODES)
         for k in range(1, N_FRAMES + 1)
     }
     # The clip's size is the one most frames have (frame 1's on a tie); name an odd frame.
@@ -57,7 +56,7 @@ def check_clip(root: str | Path, clip: Clip, positive: Path) -> dict[str, str]:
             )
     masks = annotated_frames(clip)
     for k in masks:
-        size = check_png(mask_png(root, clip, k), f"mask {k}", ("L", "1", "P", "RGB", "RGBA"))
+        size = check_png(mask_png(root, clip, k), f"mask {k}", MASK_MODES)
         if size != (width, height):
             raise InputError(
                 mask_png(root, clip, k),

@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from avsrobust.errors import InputError
-from avsrobust.manifest import sha256_file
+from .errors import InputError
+from .hashing import sha256_file
 
 _SHOW = 5  # how many offending keys an error message lists
 

@@ -75,7 +75,8 @@ def _validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Merge ``cfg`` over the model's defaults, rejecting unknown keys and bad values."""
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"model config must be a mapping, got {type(cfg).__name__}")
-    name = cfg.get("name", "tpavi")
+    # no default model here: the config's (config/schema.yaml, training.model) is the one
+    name = cfg.get("name")
     if name not in MODEL_NAMES:
         raise ConfigError(
             f"model.name: unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}"
