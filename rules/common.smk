@@ -22,6 +22,7 @@ from avsrobust.errors import InputError  # noqa: E402
 from avsrobust.metadata import read_clips  # noqa: E402
 from avsrobust.negatives import NegativeSettings  # noqa: E402
 from avsrobust.offscreen_plan import plannable  # noqa: E402
+from avsrobust.run_config import training_settings  # noqa: E402
 from avsrobust.synthetic import SyntheticConfig, synthetic_index  # noqa: E402
 
 SYNTHETIC = not config["avsbench_root"]
@@ -154,8 +155,9 @@ if _clash:
 
 
 def training_config(dataset, experiment, seed):
-    """The science of one training run: shared settings + the experiment's overrides."""
-    cfg = {k: v for k, v in config["training"].items() if k not in ("gpus", "seeds")}
+    """The science of one training run: shared settings, their per-dataset overrides
+    (`training.by_dataset`), then the experiment's overrides."""
+    cfg = training_settings(config["training"], dataset)
     cfg.update(EXPERIMENTS[experiment])
     # Negative types left out of `negatives` are not generated: their ratios drop
     # out (with a warning) so the default experiments work with any subset.
