@@ -96,7 +96,7 @@ def test_vggish_shape() -> None:
 
 
 def test_config_errors() -> None:
-    with pytest.raises(ValueError, match="valid names: tpavi, small"):
+    with pytest.raises(ValueError, match="valid names: tpavi, avsegformer, small"):
         build_model({"name": "resnet"})
     with pytest.raises(ConfigError, match="'tpavi_stage'"):
         build_model({"name": "tpavi", "tpavi_stage": [0]})
