@@ -47,6 +47,7 @@ ops that accept ``channels_last`` inputs.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,7 +56,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..weights import load_pvt_v2, load_resnet50, load_vggish
 from .avsegformer import AVSEGFORMER_DEFAULTS, AVSegFormer
-from .backbones import BACKBONES
+from .backbones import BACKBONES, PRETRAINED_DEFAULTS
 from .blocks import AUDIO_SHAPE, TPAVI, VGGish, check_inputs, conv_bn_relu
 from .resize import _DeterministicBilinear, resize_bilinear
 from .small import SMALL_DEFAULTS, SmallModel
@@ -87,14 +88,7 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 #: Model keys that only name pretrained files for initialisation: a checkpoint's state dict
 #: has the weights, so loading one builds the model without them (``load_pretrained=False``).
-PRETRAINED_KEYS = (
-    "resnet50_weights",
-    "resnet50_sha256",
-    "pvt_v2_weights",
-    "pvt_v2_sha256",
-    "vggish_weights",
-    "vggish_sha256",
-)
+PRETRAINED_KEYS = tuple(PRETRAINED_DEFAULTS)
 
 # ----------------------------------------------------------------------------- factory
 
@@ -203,28 +197,10 @@ def build_model(cfg: Mapping[str, Any], *, load_pretrained: bool = True) -> nn.M
             freeze_audio=c["freeze_audio"],
             num_frames=c["num_frames"],
         )
-    model: TPAVIModel | AVSegFormer
-    if c["name"] == "tpavi":
-        model = TPAVIModel(
-            backbone=c["backbone"],
-            channels=c["channels"],
-            tpavi_stages=c["tpavi_stages"],
-            classifier=c["classifier"],
-            freeze_audio=c["freeze_audio"],
-            num_frames=c["num_frames"],
-        )
-    else:
-        model = AVSegFormer(
-            backbone=c["backbone"],
-            robust=c["robust"],
-            embed_dim=c["embed_dim"],
-            num_queries=c["num_queries"],
-            layers=c["layers"],
-            ffn_dim=c["ffn_dim"],
-            freeze_backbone_epochs=c["freeze_backbone_epochs"],
-            freeze_audio=c["freeze_audio"],
-            num_frames=c["num_frames"],
-        )
+    cls = TPAVIModel if c["name"] == "tpavi" else AVSegFormer
+    # their config keys are their constructors' argument names
+    args = inspect.signature(cls.__init__).parameters
+    model = cls(**{k: c[k] for k in args if k != "self"})
     if load_pretrained:
         if c["backbone"] == "resnet50":
             load_resnet50(model.backbone, c["resnet50_weights"], c["resnet50_sha256"])

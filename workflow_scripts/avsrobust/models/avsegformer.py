@@ -44,8 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbones import build_backbone, stage_features
-from .blocks import COMMON_DEFAULTS, VGGish, check_inputs
+from .backbones import PRETRAINED_DEFAULTS, build_backbone, stage_features
+from .blocks import COMMON_DEFAULTS, FrozenAudioMixin, VGGish, check_inputs
 from .msdeform import MSDeformAttn
 from .resize import resize_bilinear
 
@@ -60,12 +60,7 @@ AVSEGFORMER_DEFAULTS: dict[str, Any] = {
     "ffn_dim": 2048,
     "freeze_backbone_epochs": 0,
     "freeze_audio": True,
-    "resnet50_weights": "",
-    "resnet50_sha256": None,
-    "pvt_v2_weights": "",
-    "pvt_v2_sha256": None,
-    "vggish_weights": "",
-    "vggish_sha256": None,
+    **PRETRAINED_DEFAULTS,
 }
 HEADS = 8
 POINTS = 4
@@ -106,51 +101,54 @@ def _reference_points(shapes: tuple[tuple[int, int], ...], device: torch.device)
     return ref[None, :, None, :].expand(1, ref.shape[0], len(shapes), 2).contiguous()
 
 
-class EncoderLayer(nn.Module):
+class _FFNLayer(nn.Module):
+    """Post-norm GELU FFN shared by the encoder and decoder layers (``linear1``, ``linear2``;
+    one dropout module: dropout has no parameters, each call draws its own mask)."""
+
+    def _init_ffn(self, dim: int, ffn_dim: int) -> None:
+        self.dropout = nn.Dropout(DROPOUT)
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+
+    def _ffn(self, x: Tensor, norm: nn.Module) -> Tensor:
+        y = self.linear2(self.dropout(F.gelu(self.linear1(x))))
+        return norm(x + self.dropout(y))
+
+
+class EncoderLayer(_FFNLayer):
     """Deformable self-attention + FFN, post-norm (AVSegFormer's ``AVSTransformerEncoderLayer``)."""
 
     def __init__(self, dim: int, ffn_dim: int, levels: int) -> None:
         super().__init__()
         self.self_attn = MSDeformAttn(dim, levels, HEADS, POINTS)
-        self.dropout1 = nn.Dropout(DROPOUT)
         self.norm1 = nn.LayerNorm(dim)
-        self.linear1 = nn.Linear(dim, ffn_dim)
-        self.dropout2 = nn.Dropout(DROPOUT)
-        self.linear2 = nn.Linear(ffn_dim, dim)
-        self.dropout3 = nn.Dropout(DROPOUT)
+        self._init_ffn(dim, ffn_dim)
         self.norm2 = nn.LayerNorm(dim)
 
     def forward(
         self, src: Tensor, pos: Tensor, ref: Tensor, shapes: Sequence[tuple[int, int]]
     ) -> Tensor:
-        src = self.norm1(src + self.dropout1(self.self_attn(src + pos, ref, src, shapes)))
-        ffn = self.linear2(self.dropout2(F.gelu(self.linear1(src))))
-        return self.norm2(src + self.dropout3(ffn))
+        src = self.norm1(src + self.dropout(self.self_attn(src + pos, ref, src, shapes)))
+        return self._ffn(src, self.norm2)
 
 
-class DecoderLayer(nn.Module):
+class DecoderLayer(_FFNLayer):
     """Query self-attention, cross-attention to the memory, FFN; post-norm."""
 
     def __init__(self, dim: int, ffn_dim: int) -> None:
         super().__init__()
         self.self_attn = nn.MultiheadAttention(dim, HEADS, dropout=DROPOUT, batch_first=True)
-        self.dropout1 = nn.Dropout(DROPOUT)
         self.norm1 = nn.LayerNorm(dim)
         self.cross_attn = nn.MultiheadAttention(dim, HEADS, dropout=DROPOUT, batch_first=True)
-        self.dropout2 = nn.Dropout(DROPOUT)
         self.norm2 = nn.LayerNorm(dim)
-        self.linear1 = nn.Linear(dim, ffn_dim)
-        self.dropout3 = nn.Dropout(DROPOUT)
-        self.linear2 = nn.Linear(ffn_dim, dim)
-        self.dropout4 = nn.Dropout(DROPOUT)
+        self._init_ffn(dim, ffn_dim)
         self.norm3 = nn.LayerNorm(dim)
 
     def forward(self, q: Tensor, memory: Tensor) -> Tensor:
-        q = self.norm1(q + self.dropout1(self.self_attn(q, q, q, need_weights=False)[0]))
+        q = self.norm1(q + self.dropout(self.self_attn(q, q, q, need_weights=False)[0]))
         attn = self.cross_attn(q, memory, memory, need_weights=False)[0]
-        q = self.norm2(q + self.dropout2(attn))
-        ffn = self.linear2(self.dropout3(F.gelu(self.linear1(q))))
-        return self.norm3(q + self.dropout4(ffn))
+        q = self.norm2(q + self.dropout(attn))
+        return self._ffn(q, self.norm3)
 
 
 class Transformer(nn.Module):
@@ -338,7 +336,7 @@ class CosineClassifier(nn.Module):
         return F.cosine_similarity(self.audio_proj(audio), visual.mean(dim=(2, 3)), dim=1)
 
 
-class AVSegFormer(nn.Module):
+class AVSegFormer(FrozenAudioMixin, nn.Module):
     """AVSegFormer / its robust variant behind the project's model interface."""
 
     def __init__(
@@ -366,12 +364,6 @@ class AVSegFormer(nn.Module):
         self.head = AVSegHead(self.backbone.channels, embed_dim, num_queries, layers, ffn_dim)
         self.classifier = CosineClassifier(embed_dim, self.backbone.channels[3]) if robust else None
 
-    def train(self, mode: bool = True) -> AVSegFormer:
-        super().train(mode)
-        if self.freeze_audio:
-            self.audio_encoder.eval()
-        return self
-
     def freeze_backbone(self, freeze: bool) -> None:
         """Run the backbone without gradient (``True``) or train it (``False``)."""
         self.backbone_frozen = bool(freeze)
@@ -380,12 +372,6 @@ class AVSegFormer(nn.Module):
         """Called by the training loop before each epoch (0-based): the backbone is frozen for
         the first ``freeze_backbone_epochs`` epochs, as AVSegFormer's ``freeze_epochs``."""
         self.freeze_backbone(epoch < self.freeze_backbone_epochs)
-
-    def encode_audio(self, audio: Tensor) -> Tensor:
-        if self.freeze_audio:
-            with torch.no_grad():
-                return self.audio_encoder(audio)
-        return self.audio_encoder(audio)
 
     def forward(self, frames: Tensor, audio: Tensor) -> dict[str, Any]:
         check_inputs(frames, audio, self.num_frames)

@@ -30,6 +30,16 @@ BACKBONE_CHANNELS: dict[str, tuple[int, int, int, int]] = {
     "pvt_v2_b5": (64, 128, 320, 512),
 }
 BACKBONES = tuple(BACKBONE_CHANNELS)
+#: Model keys naming the pretrained files (local paths, "" = random init; optional sha256) of
+#: the models built on these backbones and VGGish.
+PRETRAINED_DEFAULTS: dict[str, Any] = {
+    "resnet50_weights": "",
+    "resnet50_sha256": None,
+    "pvt_v2_weights": "",
+    "pvt_v2_sha256": None,
+    "vggish_weights": "",
+    "vggish_sha256": None,
+}
 
 #: timm ``PyramidVisionTransformerV2`` arguments of PVT-v2-b5 (as the original release: MLP
 #: ratio 4, qkv bias, LayerNorm eps 1e-6 in blocks; stochastic depth 0.1 as AVSBench and

@@ -214,53 +214,49 @@ def _avsegformer_rules(backbone: str, robust: bool) -> tuple[Rule, ...]:
     return bb + _AVSEGFORMER_HEAD + (extra if robust else ())
 
 
+def _avsbench(backbone: str) -> Format:
+    short, name = ("r50", "ResNet-50") if backbone == "resnet50" else ("pvt2", "PVT-v2-b5")
+    bb = (
+        _resnet_rules("resnet.")
+        if backbone == "resnet50"
+        else (Rule(r"^encoder_backbone\.(.*)$", _pvt),)
+    )
+    return Format(
+        f"avsbench-tpavi-{short}",
+        f"OpenNLPLab/AVSBench avs_scripts/avs_s4|avs_ms3 Pred_endecoder ({name})",
+        {"name": "tpavi", "backbone": backbone, "classifier": False},
+        224,
+        bb + _resolve(_TPAVI_RULES),
+        True,
+        _infer_tpavi,
+    )
+
+
+def _avsegformer(name: str, source: str, backbone: str, robust: bool) -> Format:
+    return Format(
+        name,
+        source,
+        {"name": "avsegformer", "backbone": backbone, "robust": robust},
+        512,
+        _avsegformer_rules(backbone, robust),
+        False,
+        _infer_avsegformer,
+    )
+
+
+_SEG = "vvvb-github/AVSegFormer AVSegFormer"
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format(
-            "avsbench-tpavi-r50",
-            "OpenNLPLab/AVSBench avs_scripts/avs_s4|avs_ms3 Pred_endecoder (ResNet-50)",
-            {"name": "tpavi", "backbone": "resnet50", "classifier": False},
-            224,
-            _resnet_rules("resnet.") + _resolve(_TPAVI_RULES),
-            True,
-            _infer_tpavi,
-        ),
-        Format(
-            "avsbench-tpavi-pvt2",
-            "OpenNLPLab/AVSBench avs_scripts/avs_s4|avs_ms3 Pred_endecoder (PVT-v2-b5)",
-            {"name": "tpavi", "backbone": "pvt_v2_b5", "classifier": False},
-            224,
-            (Rule(r"^encoder_backbone\.(.*)$", _pvt),) + _resolve(_TPAVI_RULES),
-            True,
-            _infer_tpavi,
-        ),
-        Format(
-            "avsegformer-r50",
-            "vvvb-github/AVSegFormer AVSegFormer (ResNet-50)",
-            {"name": "avsegformer", "backbone": "resnet50", "robust": False},
-            512,
-            _avsegformer_rules("resnet50", robust=False),
-            False,
-            _infer_avsegformer,
-        ),
-        Format(
-            "avsegformer-pvt2",
-            "vvvb-github/AVSegFormer AVSegFormer (PVT-v2-b5)",
-            {"name": "avsegformer", "backbone": "pvt_v2_b5", "robust": False},
-            512,
-            _avsegformer_rules("pvt_v2_b5", robust=False),
-            False,
-            _infer_avsegformer,
-        ),
-        Format(
+        _avsbench("resnet50"),
+        _avsbench("pvt_v2_b5"),
+        _avsegformer("avsegformer-r50", f"{_SEG} (ResNet-50)", "resnet50", False),
+        _avsegformer("avsegformer-pvt2", f"{_SEG} (PVT-v2-b5)", "pvt_v2_b5", False),
+        _avsegformer(
             "avsbench-robust-avsegformer",
             "jiali-home/AVSBench-Robust training_evaluation/code/AVSegFormer AVSegFormer_robust",
-            {"name": "avsegformer", "backbone": "pvt_v2_b5", "robust": True},
-            512,
-            _avsegformer_rules("pvt_v2_b5", robust=True),
-            False,
-            _infer_avsegformer,
+            "pvt_v2_b5",
+            True,
         ),
     )
 }

@@ -28,8 +28,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .backbones import build_backbone, stage_features
-from .blocks import COMMON_DEFAULTS, TPAVI, SoundingHead, VGGish, check_inputs
+from .backbones import PRETRAINED_DEFAULTS, build_backbone, stage_features
+from .blocks import (
+    COMMON_DEFAULTS,
+    TPAVI,
+    FrozenAudioMixin,
+    ResidualConvUnit,
+    SoundingHead,
+    VGGish,
+    check_inputs,
+)
 from .resize import resize_bilinear
 
 TPAVI_DEFAULTS: dict[str, Any] = {
@@ -37,13 +45,8 @@ TPAVI_DEFAULTS: dict[str, Any] = {
     "backbone": "resnet50",
     "tpavi_stages": [0, 1, 2, 3],
     "channels": 256,
-    "resnet50_weights": "",
-    "resnet50_sha256": None,
-    "pvt_v2_weights": "",
-    "pvt_v2_sha256": None,
-    "vggish_weights": "",
-    "vggish_sha256": None,
     "freeze_audio": True,
+    **PRETRAINED_DEFAULTS,
 }
 
 DILATIONS = (3, 6, 12, 18)
@@ -67,13 +70,9 @@ class DilatedProjection(nn.Module):
         return out
 
 
-class ResidualUnit(nn.Module):
-    """``conv2(relu(conv1(relu(x)))) + relu(x)``: the published unit, in-place ReLU included."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+class ResidualUnit(ResidualConvUnit):
+    """``conv2(relu(conv1(relu(x)))) + relu(x)``: the published unit, in-place ReLU included
+    (the same convs as :class:`~.blocks.ResidualConvUnit`, whose skip adds ``x``)."""
 
     def forward(self, x: Tensor) -> Tensor:
         r = torch.relu(x)
@@ -116,7 +115,7 @@ class DPTDecoder(nn.Module):
         return self.head_out(torch.relu(self.head_mid(x)))
 
 
-class TPAVIModel(nn.Module):
+class TPAVIModel(FrozenAudioMixin, nn.Module):
     """The published AVSBench TPAVI network (see the module docstring); the ``classifier``
     option adds this project's "is something sounding" head (not in the published model)."""
 
@@ -143,20 +142,6 @@ class TPAVIModel(nn.Module):
         self.tpavi = nn.ModuleDict({str(i): TPAVI(channels, 128) for i in self.tpavi_stages})
         self.decoder = DPTDecoder(channels)
         self.sounding = SoundingHead(channels, 128, channels) if classifier else None
-
-    def train(self, mode: bool = True) -> TPAVIModel:
-        """Keep a frozen audio encoder in eval mode (no-op for VGGish, safe if it grows BN)."""
-        super().train(mode)
-        if self.freeze_audio:
-            self.audio_encoder.eval()
-        return self
-
-    def encode_audio(self, audio: Tensor) -> Tensor:
-        """VGGish embeddings ``[B*T, 128]``; no autograd graph when frozen (saves memory)."""
-        if self.freeze_audio:
-            with torch.no_grad():
-                return self.audio_encoder(audio)
-        return self.audio_encoder(audio)
 
     def forward(self, frames: Tensor, audio: Tensor) -> dict[str, Any]:
         check_inputs(frames, audio, self.num_frames)
