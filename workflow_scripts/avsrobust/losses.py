@@ -244,8 +244,9 @@ def total_loss(
     no BCE term. The AVSBench-Robust recipe is this with ``classifier_weight: 1``.
 
     Returns ``(loss, parts)`` with detached float32 scalars ``total``, ``bce``, ``iou`` (the
-    overlap term: soft IoU, or Dice under ``dice+mix``), ``mix``, ``av``, ``sounding`` (0 when
-    a term is off), so callers can accumulate without a device sync per batch.
+    overlap term: soft IoU, or Dice under ``dice+mix``), ``av``, ``sounding`` (0 when a term is
+    off) and, under ``dice+mix`` only, ``mix``, so callers can accumulate without a device sync
+    per batch.
     """
     w = loss_weights(cfg)
     logits = out["logits"]
@@ -274,8 +275,9 @@ def total_loss(
         "total": loss.detach(),
         "bce": bce.detach(),
         "iou": iou.detach(),
-        "mix": mix.detach(),
         "av": av.detach(),
         "sounding": snd.detach(),
     }
+    if w["kind"] == "dice+mix":
+        parts["mix"] = mix.detach()
     return loss, parts
