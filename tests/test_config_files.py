@@ -9,21 +9,24 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
 
 from avsrobust import byo, evaluate, features
 from avsrobust.losses import LOSS_DEFAULTS
-from avsrobust.models import build_model
+from avsrobust.models import PRETRAINED_KEYS, build_model
+from avsrobust.models.avsegformer import AVSEGFORMER_DEFAULTS
 from avsrobust.models.small import SMALL_DEFAULTS
 from avsrobust.models.tpavi import TPAVI_DEFAULTS
 from avsrobust.negatives import NegativeSettings
 from avsrobust.run_config import merge, training_config
 from avsrobust.synthetic import SyntheticConfig
-from avsrobust.train_config import TRAIN_DEFAULTS
+from avsrobust.train_config import TRAIN_DEFAULTS, resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "config" / "schema.yaml")
+RECIPES = sorted(p.name for p in (REPO / "config" / "recipes").glob("*.yaml"))
 
 
 def validated(config: dict) -> dict:
@@ -48,9 +51,10 @@ def test_config_file_is_valid_and_its_model_builds(name):
             model_cfg = {
                 k: v
                 for k, v in training_config(config, ds, exp, 0)["model"].items()
-                if k not in ("resnet50_weights", "vggish_weights")
+                if k not in PRETRAINED_KEYS
             }
-            assert build_model(model_cfg) is not None
+            with torch.device("meta"):
+                assert build_model(model_cfg) is not None
 
 
 def test_config_yaml_states_the_schema_defaults():
@@ -110,8 +114,12 @@ def test_schema_model_keys_are_the_models_keys():
         branch["if"]["properties"]["name"]["const"]: set(branch["then"]["propertyNames"]["enum"])
         for branch in model["allOf"]
     }
-    assert per_name == {"small": set(SMALL_DEFAULTS), "tpavi": set(TPAVI_DEFAULTS)}
-    assert set(model["properties"]) == set(SMALL_DEFAULTS) | set(TPAVI_DEFAULTS)
+    assert per_name == {
+        "small": set(SMALL_DEFAULTS),
+        "tpavi": set(TPAVI_DEFAULTS),
+        "avsegformer": set(AVSEGFORMER_DEFAULTS),
+    }
+    assert set(model["properties"]) == set().union(*per_name.values())
     assert set(model["properties"]["name"]["enum"]) == set(per_name)
 
 
@@ -184,7 +192,7 @@ def test_merge_order_and_rules():
     assert (ms3["epochs"], ms3["lr"], ms3["loss"]) == (
         7,
         0.02,
-        {"iou_weight": 0.5, "av_weight": 0.5, "classifier_weight": 0.5},
+        {**LOSS_DEFAULTS, "iou_weight": 0.5, "av_weight": 0.5},
     )
     assert s4["negative_ratios"] == {"noise": 0.1, "silence": 0.2}
     assert ms3["negative_ratios"] == {"noise": 0.3, "silence": 0.2}  # merged key by key
@@ -221,3 +229,33 @@ def test_avsbench_yaml_holds_both_published_recipes():
             assert c["loss"]["iou_weight"] == 0.0 and c["loss"]["av_weight"] == av, (ds, exp)
             ratios = c["negative_ratios"]
             assert (ratios == {}) == (exp == "baseline"), (ds, exp)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipes_layer_over_avsbench_yaml_per_dataset(recipe):
+    """As `--configfile config/avsbench.yaml config/recipes/<recipe>` merges them."""
+    config = yaml.safe_load((REPO / "config" / "avsbench.yaml").read_text())
+    update_config(config, yaml.safe_load((REPO / "config" / "recipes" / recipe).read_text()))
+    config = validated(config)
+    for exp in config["experiments"]:
+        seen = {}
+        for dataset in ("s4", "ms3"):
+            cfg = resolve_config(training_config(config, dataset, exp, 0))
+            model_cfg = {k: v for k, v in cfg["model"].items() if k not in PRETRAINED_KEYS}
+            with torch.device("meta"):
+                build_model(model_cfg, load_pretrained=False)
+            seen[dataset] = cfg
+        s4, ms3 = seen["s4"], seen["ms3"]
+        assert ms3["epochs"] == 2 * s4["epochs"]
+        if s4["model"]["name"] == "avsegformer":
+            assert s4["loss"]["kind"] == "dice+mix" and config["training"]["image_size"] == 512
+            assert (
+                s4["model"]["freeze_backbone_epochs"],
+                ms3["model"]["freeze_backbone_epochs"],
+            ) == (5, 10)
+            assert ms3["loss"]["av_weight"] == 0.0 and s4["lr"] == 2e-5
+            assert s4["model"].get("robust", False) == (
+                recipe == "avsegformer_robust.yaml" and exp == "robust"
+            )
+        else:
+            assert ms3["loss"]["av_weight"] == 0.5 and s4["lr"] == 1e-4

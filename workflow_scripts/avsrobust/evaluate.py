@@ -79,11 +79,8 @@ def load_checkpoint(path: str | Path, device: torch.device) -> tuple[torch.nn.Mo
         cfg = resolve_config(ck["cfg"])
     except ConfigError as exc:
         raise InputError(path, f"checkpoint config is not a training config ({exc})") from None
-    model_cfg = dict(cfg["model"])
-    # Pretrained file paths only matter for initialisation; the state dict has the weights.
-    for key in ("resnet50_weights", "vggish_weights", "resnet50_sha256", "vggish_sha256"):
-        model_cfg.pop(key, None)
-    model = build_model(model_cfg)
+    # Pretrained weight files only matter for initialisation; the state dict has the weights.
+    model = build_model(cfg["model"], load_pretrained=False)
     try:
         model.load_state_dict(ck["model"])
     except RuntimeError as exc:

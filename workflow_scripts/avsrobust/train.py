@@ -217,6 +217,8 @@ def _train_epoch(
     row["train_loss"] = means.get("total", math.nan)
     for k in ("bce", "iou", "av", "sounding"):
         row[f"train_{k}"] = means.get(k, math.nan)
+    if "mix" in means:  # only the dice+mix loss has it (AVSegFormer)
+        row["train_mix"] = means["mix"]
     return row
 
 
@@ -250,6 +252,17 @@ def train(
         say("cuda_graphs needs CUDA: training eagerly on the CPU")
     with determinism(c["deterministic"]), preemption_handlers(say):
         return _train(c, train_ds, val_ds, out_dir, ckpt_dir, dev, progress, say, on_batch)
+
+
+def _set_model_epoch(model: nn.Module, epoch: int) -> bool:
+    """Tell a model with epoch-dependent training (AVSegFormer's frozen-backbone epochs,
+    ``set_epoch``) the epoch about to start; True when its frozen parts changed."""
+    set_epoch = getattr(model, "set_epoch", None)
+    if set_epoch is None:
+        return False
+    before = getattr(model, "backbone_frozen", None)
+    set_epoch(epoch)
+    return getattr(model, "backbone_frozen", None) != before
 
 
 def _train(
@@ -292,6 +305,9 @@ def _train(
     for epoch in range(start, c["epochs"]):
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
+        if _set_model_epoch(model, epoch) and step is not None:
+            # the step changed (e.g. the backbone unfroze): the captured graph is stale
+            step = GraphedTrainStep(model, opt, c, dev)
         row = _train_epoch(
             model, opt, loader, c, dev, epoch, conditions, progress, on_batch, last, step
         )

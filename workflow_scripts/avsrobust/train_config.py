@@ -46,7 +46,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0001,
     "negative_ratios": {},
     "workers": 0,
-    "model": {"name": "small", "classifier": True},
+    "model": {"name": "small"},
     "loss": dict(LOSS_DEFAULTS),
     "amp": True,
     "channels_last": True,
