@@ -1,8 +1,7 @@
 rule frame_cache:
     """Frames and masks of one (dataset, split), decoded once into uint8 arrays."""
     input:
-        meta=lambda w: metadata_files(w.dataset),
-        checked=CHECK,
+        unpack(frame_cache_files),
     output:
         frames=wild(CACHE, part=FRAMES_FILE),
         masks=wild(CACHE, part=MASKS_FILE),
