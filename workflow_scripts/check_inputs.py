@@ -17,9 +17,7 @@ def main(logger):
     clips = [c for c in read_clips(root, dataset, snakemake.params.avss) if c.split == split]
     report = check_dataset(root, clips, [layout.positive_wav(root, c) for c in clips])
     atomic_write_text(snakemake.output[0], report)
-    logger.info(
-        "%d %s %s clips checked: WAV, 5 frames and masks each", len(clips), dataset, split
-    )
+    logger.info("%d %s %s clips checked: WAV, 5 frames and masks each", len(clips), dataset, split)
 
 
 run_script(main, snakemake.log[0])
