@@ -54,6 +54,7 @@ if (
     workflow.deployment_settings.deployment_method.discard(DeploymentMethod.CONDA)
 
 from avsrobust import layout  # noqa: E402
+from avsrobust.shutdown import forward_sigterm  # noqa: E402
 from avsrobust.errors import InputError  # noqa: E402
 from avsrobust.frame_cache import FRAMES_FILE, INDEX_FILE, MASKS_FILE  # noqa: E402
 from avsrobust.metadata import check_split_sizes, read_clips  # noqa: E402
@@ -77,6 +78,13 @@ PREDICTIONS = "results/predictions/{dataset}/{experiment}/{condition}"
 PREDICTIONS_PNG = "results/predictions_png/{dataset}/{experiment}/{run}/{condition}"
 METRICS = "results/metrics/{dataset}/{experiment}/{condition}.json"
 SUMMARY = "results/summary/{file}"
+
+
+onstart:
+    # SIGTERM to Snakemake stops the running jobs too (training keeps its last epoch):
+    # Snakemake alone waits for them, then says they "did not complete" (shutdown.py).
+    if workflow.local_exec:
+        forward_sigterm(logger.warning)
 
 
 def wild(pattern, **fixed):

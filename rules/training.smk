@@ -24,7 +24,8 @@ rule train:
     """One model per (dataset, experiment, seed): plain (positives only) or robust.
 
     Checkpoints go to results/checkpoints/ (not an output, so Snakemake keeps
-    them when the job fails or is preempted); a rerun resumes from them.
+    them when the job fails or is preempted); a rerun resumes from them if they
+    belong to it (config, inputs), and a finished run removes them (resume.py).
     """
     input:
         unpack(training_inputs),
