@@ -53,7 +53,7 @@ if (
     logger.warning("conda not found: dry-run without creating or checking conda envs")
     workflow.deployment_settings.deployment_method.discard(DeploymentMethod.CONDA)
 
-from avsrobust import layout  # noqa: E402
+from avsrobust import active_run, layout  # noqa: E402
 from avsrobust.shutdown import forward_sigterm  # noqa: E402
 from avsrobust.errors import InputError  # noqa: E402
 from avsrobust.frame_cache import FRAMES_FILE, INDEX_FILE, MASKS_FILE  # noqa: E402
@@ -80,11 +80,31 @@ METRICS = "results/metrics/{dataset}/{experiment}/{condition}.json"
 SUMMARY = "results/summary/{file}"
 
 
+# A second run in a folder where another one works is told so before Snakemake's own
+# advice for killed runs (--rerun-incomplete, --unlock) could mislead it (active_run.py).
+_OTHER_RUN = active_run.other_run()
+if _OTHER_RUN:
+    logger.warning(
+        f"{_OTHER_RUN}: if this run stops because files 'seem to be incomplete' or the "
+        "'Directory cannot be locked', those are that run's files: wait for it or stop it "
+        "(kill -TERM <pid>); --unlock and --rerun-incomplete are for a run that was killed"
+    )
+
+
 onstart:
+    active_run.mark()
     # SIGTERM to Snakemake stops the running jobs too (training keeps its last epoch):
     # Snakemake alone waits for them, then says they "did not complete" (shutdown.py).
     if workflow.local_exec:
         forward_sigterm(logger.warning)
+
+
+onsuccess:
+    active_run.unmark()
+
+
+onerror:
+    active_run.unmark()
 
 
 def wild(pattern, **fixed):
