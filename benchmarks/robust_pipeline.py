@@ -5,9 +5,9 @@
     .venv/bin/python benchmarks/robust_pipeline.py --steps d  # (d), needs the local SLURM cluster
 
 Builds a full-size synthetic AVSBench tree (S4 3452/740/740 videos, MS3 296/64/64, audio
-only) whose AVSS/metadata.csv has the real file's shape (columns vid, uid, s_min, s_sec,
-a_obj, split, label; 4,932 v1s, 424 v1m and 6,000 v2 rows, v2 objects outside the MS3
-vocabulary, v2 videos with several rows), then measures
+plus empty placeholder frames and masks) whose AVSS/metadata.csv has the real file's shape
+(columns vid, uid, s_min, s_sec, a_obj, split, label; 4,932 v1s, 424 v1m and 6,000 v2
+rows, v2 objects outside the MS3 vocabulary, v2 videos with several rows), then measures
   (a) `snakemake -n` of the full S4+MS3 DAG, everything to the summary, job listing printed,
   (b) negatives (3 types) + features for S4 through the workflow (local profile),
   (c) the same work as one plain single-process loop over the same library calls,
@@ -68,15 +68,34 @@ def scaled(sizes: dict[str, int], scale: float) -> dict[str, int]:
 
 def build_tree(root: Path, cfg: SyntheticConfig) -> float:
     stamp = root / ".bench-config.json"
-    wanted = json.dumps([cfg.s4_videos, cfg.ms3_videos, cfg.seed, cfg.image_size, V2_ROWS])
+    wanted = json.dumps(
+        [cfg.s4_videos, cfg.ms3_videos, cfg.seed, cfg.image_size, V2_ROWS, "placeholder images"]
+    )
     if stamp.is_file() and stamp.read_text() == wanted:
         return 0.0
     shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
     generate(root, cfg, progress=sys.stderr.isatty(), workers=os.cpu_count() or 1, audio_only=True)
     write_real_format_avss(root / layout.AVSS_META)
+    write_placeholder_images(root)
     stamp.write_text(wanted)
     return time.perf_counter() - t0
+
+
+def write_placeholder_images(root: Path) -> int:
+    """An empty file at every frame and mask path (39,752 at full size).
+
+    The input checks and frame caches declare every PNG they read, so the full DAG
+    (step a) needs them to exist; no step of this benchmark decodes them.
+    """
+    n = 0
+    for dataset in layout.DATASETS:
+        for clip in read_clips(root, dataset, root / layout.AVSS_META):
+            for png in layout.clip_images(root, clip):
+                png.parent.mkdir(parents=True, exist_ok=True)
+                png.touch()
+                n += 1
+    return n
 
 
 def write_real_format_avss(path: Path, seed: int = 0) -> None:
@@ -390,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work_b, ignore_errors=True)
         cfg_b = write_config(out / "config_b.json", root, ["s4"])
         extra = args.snakemake_args.split()
-        # The audio-only tree has no frames, so the input check (check_inputs) is not asked for.
+        # The tree's frames are empty placeholders: the input checks are not asked for.
         targets = [f"results/robust/s4/{split}.manifest.tsv" for split in cfg.s4_videos] + [
             f"results/features/s4/{split}/{c}.npy"
             for split in cfg.s4_videos

@@ -53,7 +53,8 @@ if (
     logger.warning("conda not found: dry-run without creating or checking conda envs")
     workflow.deployment_settings.deployment_method.discard(DeploymentMethod.CONDA)
 
-from avsrobust import layout  # noqa: E402
+from avsrobust import active_run, layout  # noqa: E402
+from avsrobust.shutdown import forward_sigterm  # noqa: E402
 from avsrobust.errors import InputError  # noqa: E402
 from avsrobust.frame_cache import FRAMES_FILE, INDEX_FILE, MASKS_FILE  # noqa: E402
 from avsrobust.metadata import check_split_sizes, read_clips  # noqa: E402
@@ -65,7 +66,7 @@ from avsrobust.synthetic import SyntheticConfig, synthetic_index  # noqa: E402
 # Result paths: each pattern once. Rules declare their outputs with these, input functions
 # fill them in (str.format), and jobs read snakemake.input/output: the DAG and the code
 # cannot disagree. (The per-clip audio paths mirror AVSBench's layout: layout.py.)
-CHECK = "results/inputs/{dataset}.check.tsv"
+CHECK = "results/inputs/{dataset}/{split}.check.tsv"
 PLAN = "results/robust/{dataset}/offscreen_plan.tsv"
 MANIFEST = "results/robust/{dataset}/{split}.manifest.tsv"
 FEATURES = "results/features/{dataset}/{split}/{condition}.npy"
@@ -77,6 +78,33 @@ PREDICTIONS = "results/predictions/{dataset}/{experiment}/{condition}"
 PREDICTIONS_PNG = "results/predictions_png/{dataset}/{experiment}/{run}/{condition}"
 METRICS = "results/metrics/{dataset}/{experiment}/{condition}.json"
 SUMMARY = "results/summary/{file}"
+
+
+# A second run in a folder where another one works is told so before Snakemake's own
+# advice for killed runs (--rerun-incomplete, --unlock) could mislead it (active_run.py).
+_OTHER_RUN = active_run.other_run()
+if _OTHER_RUN:
+    logger.warning(
+        f"{_OTHER_RUN}: if this run stops because files 'seem to be incomplete' or the "
+        "'Directory cannot be locked', those are that run's files: wait for it or stop it "
+        "(kill -TERM <pid>); --unlock and --rerun-incomplete are for a run that was killed"
+    )
+
+
+onstart:
+    active_run.mark()
+    # SIGTERM to Snakemake stops the running jobs too (training keeps its last epoch):
+    # Snakemake alone waits for them, then says they "did not complete" (shutdown.py).
+    if workflow.local_exec:
+        forward_sigterm(logger.warning)
+
+
+onsuccess:
+    active_run.unmark()
+
+
+onerror:
+    active_run.unmark()
 
 
 def wild(pattern, **fixed):
@@ -206,6 +234,47 @@ def condition_wavs(dataset, split, condition):
     else:
         prefix = f"results/robust/{data}/audio_wav_{condition}/{split}/"
     return [f"{prefix}{clip.item}.wav" for clip in clips_for(dataset, split, condition)]
+
+
+def split_images(dataset, split):
+    """Every frame and annotated mask of one split (layout.clip_images), as paths.
+
+    Real trees only: the synthetic clips are not individual rule outputs (their
+    metadata, written last by the synthetic rule, stands in, as for the WAVs).
+    """
+    if SYNTHETIC:
+        return []
+    return [
+        str(png)
+        for clip in CLIPS[dataset][split]
+        for png in layout.clip_images(DATA_ROOT, clip)
+    ]
+
+
+def check_inputs_files(wildcards):
+    """What check_inputs reads of one split: metadata, positive WAVs, frames, masks.
+
+    All declared, so a fixed file reruns the check of its split (S4 train: ~28k
+    files). The check report is then rewritten, and it is what frame_cache
+    declares for the same PNGs: declaring them twice cost 3x the DAG time of
+    declaring them once (README, Performance).
+    """
+    ds, split = wildcards.dataset, wildcards.split
+    return {
+        "meta": metadata_files(ds),
+        "wavs": [] if SYNTHETIC else condition_wavs(ds, split, "positive"),
+        "images": split_images(ds, split),
+    }
+
+
+def frame_cache_files(wildcards):
+    """What frame_cache reads: the metadata, and the split's frames and masks through
+    the split's check report, which is rewritten whenever one of them changes."""
+    ds, split = wildcards.dataset, wildcards.split
+    return {
+        "meta": metadata_files(ds),
+        "checked": CHECK.format(dataset=ds, split=split),
+    }
 
 
 def split_negatives(wildcards):
@@ -404,7 +473,7 @@ def summary_plans():
 
 
 def all_targets():
-    targets = [CHECK.format(dataset=ds) for ds in DATASETS]
+    targets = [CHECK.format(dataset=ds, split=sp) for ds in DATASETS for sp in SPLITS]
     for ds in DATASETS:
         for sp in SPLITS:
             if NEGATIVES:

@@ -1,8 +1,7 @@
 rule frame_cache:
     """Frames and masks of one (dataset, split), decoded once into uint8 arrays."""
     input:
-        meta=lambda w: metadata_files(w.dataset),
-        checked=CHECK,
+        unpack(frame_cache_files),
     output:
         frames=wild(CACHE, part=FRAMES_FILE),
         masks=wild(CACHE, part=MASKS_FILE),
@@ -25,7 +24,8 @@ rule train:
     """One model per (dataset, experiment, seed): plain (positives only) or robust.
 
     Checkpoints go to results/checkpoints/ (not an output, so Snakemake keeps
-    them when the job fails or is preempted); a rerun resumes from them.
+    them when the job fails or is preempted); a rerun resumes from them if they
+    belong to it (config, inputs), and a finished run removes them (resume.py).
     """
     input:
         unpack(training_inputs),

@@ -195,33 +195,147 @@ def test_train_writes_metrics_and_checkpoints(full):
         assert r["train_items_silence"] == "2" and r["train_items_noise"] == "1"
         assert math.isfinite(float(r["train_loss"])) and float(r["train_av"]) > 0
     assert (out / "metrics.json").is_file()
-    for path in (out / "best.pt", out / "final.pt", ckpt / "last.pt"):
+    for path in (out / "best.pt", out / "final.pt"):
         ck = torch.load(path, weights_only=True)
         assert "model" in ck and ck["cfg"]["seed"] == CFG["seed"]
-    last = torch.load(ckpt / "last.pt", weights_only=True)
-    assert last["epoch"] == 3 and len(last["history"]) == 3 and "optimizer" in last
-    assert last["rng"]["sampler_epoch"] == 3
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["score"] == max(float(r["val_miou"]) for r in rows)
     assert summary["best_epoch"] == best["epoch"] and summary["start_epoch"] == 0
-    assert not list(out.glob(".*.tmp")) and not list(ckpt.glob(".*.tmp"))
+    assert not list(out.glob(".*.tmp"))
+    # a finished run keeps no resume state (a rerun of it is forced or changed: afresh)
+    assert not ckpt.exists()
     model = build_model(SMALL)
     model.load_state_dict(weights(out / "final.pt"))
 
 
-def test_resume_equals_uninterrupted(data, full, tmp_path):
+def test_a_finished_run_is_rerun_afresh(data, full, tmp_path):
+    """`--forcerun train` after a finished run resumed its 'epochs done', wrote no best.pt
+    and failed with MissingOutputException; a finished run now leaves nothing to resume."""
     _, ref, _ = full
-    first, out, ckpt = run(data, tmp_path, "resumed", epochs=1)
-    assert first["epochs"] == 1
-    one = weights(out / "final.pt")
-    assert any(not torch.equal(one[k], v) for k, v in weights(ref / "final.pt").items())
-    second, out2, _ = run(data, tmp_path, "resumed")
-    assert second["start_epoch"] == 1 and out2 == out
+    run(data, tmp_path, "again")
+    out = tmp_path / "again" / "out"
+    for name in ("best.pt", "final.pt", "metrics.tsv", "metrics.json"):
+        (out / name).unlink()  # Snakemake removes a forced job's outputs first
+    second, _, ckpt = run(data, tmp_path, "again")
+    assert second["start_epoch"] == 0
     assert_same_weights(out / "final.pt", ref / "final.pt")
-    rows = (out / "metrics.tsv").read_text().splitlines()
-    assert len(rows) == 1 + 3
-    with pytest.raises(ConfigError, match="lr"):
-        run(data, tmp_path, "resumed", lr=0.5)
+    assert_same_weights(out / "best.pt", ref / "best.pt")
+    assert len((out / "metrics.tsv").read_text().splitlines()) == 1 + 3
+    assert not ckpt.exists()
+
+
+def preempt_at(epoch: int):
+    """on_batch hook: request preemption at the first batch of ``epoch`` (0-based)."""
+
+    def on_batch(e, index, parts):
+        if (e, index) == (epoch, 0):
+            request_preemption()
+
+    return on_batch
+
+
+def test_a_changed_config_or_rebuilt_input_starts_afresh(data, full, tmp_path):
+    """A checkpoint of another config was refused with an error (the job failed on every
+    rerun); one trained on other inputs (a fixed mask, new features) was resumed."""
+    _, ref, _ = full
+    said: list[str] = []
+    train_ds, val_ds = data
+    out, ckpt = tmp_path / "c" / "out", tmp_path / "c" / "ckpt"
+
+    def go(**over):
+        cfg = {**CFG, **over}
+        return train(cfg, train_ds, val_ds, out, ckpt, "cpu", False, said.append, **hooks)
+
+    hooks = {"on_batch": preempt_at(1)}
+    with pytest.raises(Preempted):
+        go()
+    hooks = {}
+    summary = go(lr=0.5)
+    assert summary["start_epoch"] == 0
+    why = f"{ckpt / 'last.pt'}: written with a different config (lr: 0.01 -> 0.5); starting afresh"
+    assert why in said
+
+    hooks = {"on_batch": preempt_at(1)}
+    with pytest.raises(Preempted):
+        go()
+    noise = train_ds.files[-2]  # the train split's noise features, rebuilt
+    os.utime(noise, ns=(noise.stat().st_atime_ns, noise.stat().st_mtime_ns + 10**9))
+    hooks = {}
+    summary = go()
+    assert summary["start_epoch"] == 0
+    assert (
+        f"{ckpt / 'last.pt'}: trained on other input files ({noise} changed); starting afresh"
+        in said
+    )
+    assert_same_weights(out / "final.pt", ref / "final.pt")
+    # a checkpoint past the configured epochs is not resumed either
+    hooks = {"on_batch": preempt_at(2)}
+    with pytest.raises(Preempted):
+        go()
+    hooks = {}
+    assert go(epochs=1)["start_epoch"] == 0
+    assert (
+        f"{ckpt / 'last.pt'}: holds 2 epochs, more than the 1 configured; starting afresh" in said
+    )
+
+
+def test_preempted_after_the_best_epoch_resumes_every_output(data, tmp_path, monkeypatch):
+    """Snakemake deletes a failed job's outputs: the resumed run took `best` from last.pt,
+    never wrote best.pt again and ended in MissingOutputException."""
+    import avsrobust.train as T
+
+    real = T.validation_scores
+    scores = iter([0.9, 0.5, 0.2] * 3)
+
+    def falling(*args, **kwargs):  # the best epoch is the first
+        return {**real(*args, **kwargs), "val_miou": next(scores)}
+
+    monkeypatch.setattr(T, "validation_scores", falling)
+    ref, ref_out, _ = run(data, tmp_path, "ref")
+    assert ref["best_epoch"] == 1
+    with pytest.raises(Preempted) as err:
+        run(data, tmp_path, "pre", on_batch=preempt_at(2))
+    assert err.value.epoch == 2
+    out, ckpt = tmp_path / "pre" / "out", tmp_path / "pre" / "ckpt"
+    assert torch.load(ckpt / "best.pt", weights_only=True)["epoch"] == 1
+    for name in ("best.pt", "metrics.tsv", "metrics.json"):
+        (out / name).unlink(missing_ok=True)  # what Snakemake does to the failed job
+    summary, _, _ = run(data, tmp_path, "pre")
+    assert summary["start_epoch"] == 2 and summary["best_epoch"] == 1
+    for name in ("best.pt", "final.pt"):
+        assert_same_weights(out / name, ref_out / name)
+    assert torch.load(out / "best.pt", weights_only=True)["epoch"] == 1
+    assert len((out / "metrics.tsv").read_text().splitlines()) == 1 + 3
+    assert (out / "metrics.json").is_file() and not ckpt.exists()
+
+
+def test_a_half_committed_best_is_settled_on_resume(data, tmp_path):
+    """A kill between writing best.next.pt and last.pt (or before its rename)."""
+    from avsrobust.resume import Checkpoints
+
+    with pytest.raises(Preempted):
+        run(data, tmp_path, "half", on_batch=preempt_at(1))
+    ckpts = Checkpoints(tmp_path / "half" / "ckpt")
+    best = torch.load(ckpts.best, weights_only=True)
+    # killed after last.pt named epoch 1 as best, before the rename: the rename is finished
+    ckpts.best.rename(ckpts.pending)
+    # ... and a stray pending best of an epoch last.pt never recorded is dropped
+    summary, out, _ = run(data, tmp_path, "half", epochs=1)
+    assert summary["start_epoch"] == 1
+    restored = torch.load(out / "best.pt", weights_only=True)
+    assert restored["epoch"] == best["epoch"] == 1
+    assert all(torch.equal(restored["model"][k], v) for k, v in best["model"].items())
+    with pytest.raises(Preempted):
+        run(data, tmp_path, "stray", on_batch=preempt_at(1))
+    ckpts = Checkpoints(tmp_path / "stray" / "ckpt")
+    torch.save({**best, "epoch": 2}, ckpts.pending)
+    said: list[str] = []
+    train_ds, val_ds = data
+    cfg = {**CFG, "epochs": 1}
+    summary = train(
+        cfg, train_ds, val_ds, tmp_path / "stray" / "out", ckpts.dir, "cpu", False, said.append
+    )
+    assert summary["start_epoch"] == 1 and not ckpts.dir.exists()
 
 
 def test_baseline_trains_on_positives_only(data, tmp_path):
@@ -247,11 +361,15 @@ def test_sigusr1_preempts_then_resumes_exactly(data, full, tmp_path):
     assert seen[-1] == (1, 0)  # stopped at the next batch boundary
     ckpt = tmp_path / "pre" / "ckpt" / "last.pt"
     assert err.value.checkpoint == ckpt
-    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
+    last = torch.load(ckpt, weights_only=True)
+    assert last["epoch"] == 1 and len(last["history"]) == 1 and "optimizer" in last
+    assert last["rng"]["sampler_epoch"] == 1 and last["cfg"]["seed"] == CFG["seed"]
+    assert torch.load(ckpt.with_name("best.pt"), weights_only=True)["epoch"] == 1
     assert signal.getsignal(signal.SIGUSR1) is not request_preemption  # handler restored
     summary, out, _ = run(data, tmp_path, "pre")
     assert summary["start_epoch"] == 1
     assert_same_weights(out / "final.pt", ref / "final.pt")
+    assert_same_weights(out / "best.pt", ref / "best.pt")
 
 
 def test_preemption_in_first_epoch_leaves_no_checkpoint(data, tmp_path):
@@ -362,11 +480,15 @@ def test_train_cuda_graphs_and_resume_cuda(data, tmp_path):
         torch.testing.assert_close(wg[key].float(), we[key].float(), rtol=1e-3, atol=1e-4, msg=key)
     # an eager (non-capturable) checkpoint resumed with graphs on, and the other way round
     out, ckpt = tmp_path / "mixed" / "out", tmp_path / "mixed" / "ckpt"
-    train({**cfg, "epochs": 1}, train_ds, val_ds, out, ckpt, "cuda", False)
-    summary = train(
-        {**cfg, "cuda_graphs": True, "epochs": 2}, train_ds, val_ds, out, ckpt, "cuda", False
-    )
-    assert summary["start_epoch"] == 1
+    said: list[str] = []
+    with pytest.raises(Preempted):
+        train(cfg, train_ds, val_ds, out, ckpt, "cuda", False, on_batch=preempt_at(1))
+    with pytest.raises(Preempted) as err:
+        graphs = {**cfg, "cuda_graphs": True}
+        train(
+            graphs, train_ds, val_ds, out, ckpt, "cuda", False, said.append, on_batch=preempt_at(2)
+        )
+    assert err.value.epoch == 2 and f"resuming from {ckpt / 'last.pt'}: 1 epoch(s) done" in said
     summary = train(cfg, train_ds, val_ds, out, ckpt, "cuda", False)
     assert summary["start_epoch"] == 2 and math.isfinite(summary["final_val_miou"])
 

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .errors import ConfigError, InputError
 from .features import EXAMPLE_FRAMES, NUM_EXAMPLES, NUM_MEL_BINS
-from .frame_cache import IGNORE, load_npy, open_cache
+from .frame_cache import FRAMES_FILE, IGNORE, INDEX_FILE, MASKS_FILE, load_npy, open_cache
 from .layout import CONDITIONS, NEGATIVE_TYPES
 from .row_index import FEATURE_COLUMNS, read_index
 from .seeding import item_rng, item_seed
@@ -146,6 +146,13 @@ class AVSDataset(Dataset):
         return state
 
     # ------------------------------------------------------------ queries
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file the dataset reads: the frame cache's, then each condition's features
+        and row index (a checkpoint records them: :func:`avsrobust.resume.input_fingerprint`)."""
+        cache = tuple(self.cache_dir / name for name in (FRAMES_FILE, MASKS_FILE, INDEX_FILE))
+        return cache + tuple(path for cond in self.conditions for path in self._files[cond])
+
     def __len__(self) -> int:
         return len(self.videos)
 

@@ -7,6 +7,7 @@ deep inside soundfile, PIL or pandas.
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -24,6 +25,20 @@ class InputError(ValueError):
 
 class ConfigError(ValueError):
     """An invalid configuration value (named by its key)."""
+
+
+class DiskFull(OSError):
+    """An output that did not fit (ENOSPC, or EDQUOT: over quota), named by its path.
+
+    ``str()`` is the one line a user needs: ``No space left on device: <output>``
+    (the temporary it was written to is gone by then).
+    """
+
+    def __init__(self, path: str | Path, code: int):
+        super().__init__(code, os.strerror(code), str(path))
+
+    def __str__(self) -> str:
+        return f"{self.strerror}: {self.filename}"
 
 
 def regular_file(path: str | Path, what: str = "file") -> Path:

@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from numpy.lib.format import open_memmap
 
-from .atomic import atomic_path
+from .atomic import atomic_path, npy_memmap
 from .audio_ops import conform
 from .errors import InputError
 from .layout import N_FRAMES
@@ -152,8 +151,9 @@ def extract_features(
     computed), so memory stays bounded for any split size. ``device``: ``auto`` (the GPU
     when the job has one; GPU and CPU results agree to ~1e-4, not bit for bit, so the
     workflow logs the device), ``cpu`` or ``cuda[:N]``. The array is written
-    through a memory map under a temporary name and renamed at the end: a failed or
-    killed job leaves no partial ``.npy`` that a rerun would trust. The file is a
+    through a memory map (its space reserved first: a full disk raises
+    :class:`~avsrobust.errors.DiskFull`) under a temporary name and renamed at the
+    end: a failed or killed job leaves no partial ``.npy`` that a rerun would trust. The file is a
     plain ``.npy`` (no pickle), byte-identical to ``np.save`` of the same array.
     """
     if batch_size < 1:
@@ -167,7 +167,7 @@ def extract_features(
         functools.partial(load_clip, seconds=seconds), paths, workers, 2 * batch_size
     )
     with contextlib.closing(loading) as clips_in_order, atomic_path(out_npy) as tmp:
-        out = open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+        out = npy_memmap(tmp, np.float32, shape)  # space reserved: a full disk says so
         try:
             start = 0
             while batch := list(itertools.islice(clips_in_order, batch_size)):

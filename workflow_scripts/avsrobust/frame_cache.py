@@ -10,9 +10,10 @@ per clip, every epoch, in every worker. The cache holds, per (dataset, split):
 - ``index.tsv``: a row index (:mod:`avsrobust.row_index`) with ``row, video, category,
   split`` in the order of ``clips``.
 
-Files are plain ``.npy`` (no pickle), written through ``open_memmap`` under
-temporary names and renamed at the end (``index.tsv`` last), so a killed job
-leaves no cache a rerun would trust, and the same inputs give the same bytes.
+Files are plain ``.npy`` (no pickle), written through memory maps whose space is
+reserved first (:func:`~avsrobust.atomic.npy_memmap`) under temporary names and
+renamed at the end (``index.tsv`` last), so a killed job leaves no cache a rerun
+would trust, a full disk says so, and the same inputs give the same bytes.
 This module does not import torch: the cache job stays light.
 """
 
@@ -24,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.format import open_memmap
 from PIL import Image
 
-from .atomic import atomic_path
+from .atomic import atomic_path, naming, npy_memmap
 from .errors import InputError
 from .layout import N_FRAMES, Clip, annotated_frames, frame_png, mask_png
 from .png import FRAME_MODES, MASK_MODES, open_image
@@ -116,8 +116,9 @@ def build_cache(
         atomic_path(out / FRAMES_FILE) as tmp_frames,
         atomic_path(out / MASKS_FILE) as tmp_masks,
     ):
-        frames = open_memmap(tmp_frames, mode="w+", dtype=np.uint8, shape=(n, N_FRAMES, s, s, 3))
-        masks = open_memmap(tmp_masks, mode="w+", dtype=np.uint8, shape=(n, N_FRAMES, s, s))
+        # space reserved first: a full disk raises DiskFull naming the file, not SIGBUS
+        frames = npy_memmap(tmp_frames, np.uint8, (n, N_FRAMES, s, s, 3))
+        masks = npy_memmap(tmp_masks, np.uint8, (n, N_FRAMES, s, s))
         try:
             # a bounded window decodes ahead in threads: memory stays flat for any split
             decoding = read_ahead(
@@ -132,7 +133,10 @@ def build_cache(
         finally:
             del frames, masks  # unmap before the rename (or the unlink on error)
         rows = ((c.video, c.category, c.split) for c in clips)
-        tmp_index.write_text(index_text(FRAME_CACHE_COLUMNS, rows), encoding="utf-8", newline="")
+        with naming(tmp_index):
+            tmp_index.write_text(
+                index_text(FRAME_CACHE_COLUMNS, rows), encoding="utf-8", newline=""
+            )
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,12 @@ def annotated_frames(clip: Clip) -> tuple[int, ...]:
     return (1,) if (clip.dataset == "s4" and clip.split == "train") else (1, 2, 3, 4, 5)
 
 
+def clip_images(root: str | Path, clip: Clip) -> list[Path]:
+    """Every PNG of a clip that is read (the 5 frames, then the annotated masks)."""
+    frames = [frame_png(root, clip, k) for k in range(1, N_FRAMES + 1)]
+    return frames + [mask_png(root, clip, k) for k in annotated_frames(clip)]
+
+
 def negative_wav(results: str | Path, dataset: str, negtype: str, split: str, item: str) -> Path:
     """Robust output mirroring AVSBench: ``{results}/robust/<data dir>/audio_wav_{negtype}/...``."""
     return (

@@ -33,10 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.format import open_memmap
 from PIL import Image
 
-from .atomic import atomic_path, atomic_write_bytes
+from .atomic import atomic_path, atomic_write_bytes, npy_memmap
 from .errors import ConfigError, InputError
 from .frame_cache import load_npy
 from .layout import N_FRAMES
@@ -98,7 +97,8 @@ def read_prediction_index(path: str | Path) -> tuple[tuple[str, ...], tuple[str,
 
 
 class PredictionWriter:
-    """Write ``{run}.npy`` row by row through a temporary memory map, renamed on success.
+    """Write ``{run}.npy`` row by row through a temporary memory map, renamed on success
+    (its space reserved first: a full disk raises :class:`~avsrobust.errors.DiskFull`).
 
     Use as a context manager; rows never written stay 0 (the caller writes all).
     """
@@ -111,7 +111,11 @@ class PredictionWriter:
 
     def __enter__(self) -> PredictionWriter:
         tmp = self._ctx.__enter__()
-        self._array = open_memmap(tmp, mode="w+", dtype=np.uint8, shape=self.shape)
+        try:
+            self._array = npy_memmap(tmp, np.uint8, self.shape)  # space reserved first
+        except BaseException as exc:
+            self._ctx.__exit__(type(exc), exc, exc.__traceback__)  # raises DiskFull
+            raise
         return self
 
     def write(self, row: int, q: np.ndarray) -> None:

@@ -1,29 +1,45 @@
 """What lets a training run stop and come back to *the same* weights: preemption signals,
-RNG states, the checkpoint files and the check that a checkpoint fits the run.
+RNG states, the checkpoint files and the check that a checkpoint belongs to the run.
 
-Preemption. SIGTERM (what SLURM sends before killing a job) and SIGUSR1 (``--signal``)
-only set a flag (:func:`request_preemption` does the same). The loop checks it before each
-training batch and after each epoch's checkpoint; when set it raises :class:`Preempted`
-(``exit_code`` 143) without training further. Work of the unfinished epoch is discarded:
-``last.pt`` always holds the last *completed* epoch (written atomically at its end), which
-is what exact resume needs -- a mid-epoch state would also need the loader's position.
-A preemption during the first epoch leaves no ``last.pt``; the rerun starts afresh.
+Preemption. SIGTERM (what SLURM sends before killing a job, and what the workflow
+forwards to its running jobs when Snakemake itself gets one: avsrobust.shutdown) and
+SIGUSR1 (``--signal``) only set a flag (:func:`request_preemption` does the same). The
+loop checks it before each training batch and after each epoch's checkpoint; when set it
+raises :class:`Preempted` (``exit_code`` 143) without training further. Work of the
+unfinished epoch is discarded: ``last.pt`` always holds the last *completed* epoch
+(written atomically at its end), which is what exact resume needs -- a mid-epoch state
+would also need the loader's position. A preemption during the first epoch leaves no
+``last.pt``; the rerun starts afresh.
 
-Resume. :func:`restore` loads ``last.pt`` into the model, the optimizer, every RNG (torch,
-CUDA, numpy, python ``random``, the loader's generator) and returns the epoch count, best
-score and metrics history; a checkpoint written with a different seed/model/optimizer/loss/
-sampling config (:data:`RESUME_KEYS`) or on another training set is refused
-(:class:`~avsrobust.errors.ConfigError`); ``epochs`` and ``workers`` may change.
+The checkpoint folder (:class:`Checkpoints`) holds what a failed or preempted job must not
+lose, because Snakemake deletes a failed job's outputs: ``last.pt`` (model, optimizer,
+every RNG, history, best epoch) and ``best.pt``, the best weights so far (committed in two
+steps: ``best.next.pt``, then ``last.pt`` naming its epoch, then the rename, so a kill
+between any two leaves a consistent pair). A resumed run writes every output again:
+``best.pt`` from the folder's copy, ``final.pt``, ``metrics.tsv``/``.json``. A *finished*
+run deletes the folder's files: they would only be resumed by a rerun of a finished run,
+which is a forced or changed one (``--forcerun``, new config, new inputs) and must start
+afresh.
+
+Resume or start afresh. :meth:`Checkpoints.restore` loads ``last.pt`` into the model, the
+optimizer and every RNG (torch, CUDA, numpy, python ``random``, the loader's generator)
+when it belongs to this run: same checkpoint version, same config except the keys that
+do not change what is computed (:data:`RESUME_FREE_KEYS`; ``epochs`` may grow), the same
+input files (:func:`input_fingerprint`: size and modification time of every file the
+datasets read, so rebuilt features or a fixed frame cache start afresh), and best weights
+that match it. Otherwise it says why, removes the stale files and the run starts afresh.
 
 Files (all plain tensors/containers: ``torch.load(path, weights_only=True)`` loads them):
 ``best.pt`` / ``final.pt`` (:func:`save_model`: ``model``, ``cfg``, ``epoch``, ``score``,
-plus ``metrics`` in ``final.pt``) and ``last.pt`` (:func:`save_last`).
+plus ``metrics`` in ``final.pt``) and ``last.pt`` (:meth:`Checkpoints.save_epoch`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -36,25 +52,16 @@ import torch
 from torch import Tensor, nn
 
 from .atomic import atomic_path
-from .errors import ConfigError
 from .optim import load_optimizer_state
 
-#: Config keys a checkpoint must agree on to be resumed (``epochs``/``workers`` may change).
-RESUME_KEYS = (
-    "seed",
-    "batch_size",
-    "lr",
-    "optimizer",
-    "weight_decay",
-    "negative_ratios",
-    "model",
-    "loss",
-    "amp",
-    "channels_last",
-)
+#: Config keys that may differ between a checkpoint and the run resuming it: none changes
+#: what an epoch computes (``epochs`` only how many; a checkpoint past it is not resumed).
+RESUME_FREE_KEYS = ("epochs", "workers", "cuda_graphs", "compile", "deterministic")
 PREEMPT_EXIT_CODE = 143  # 128 + SIGTERM, what a killed job reports
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: best weights beside last.pt, input fingerprint
 LAST_FILE = "last.pt"
+BEST_FILE = "best.pt"
+BEST_PENDING_FILE = "best.next.pt"
 
 
 class Preempted(RuntimeError):
@@ -178,6 +185,21 @@ def save_model(
     save_torch(path, {"model": cpu_state(model), "cfg": c, "epoch": epoch, "score": score, **extra})
 
 
+def input_fingerprint(*datasets: Any) -> list[list[Any]]:
+    """``[path, size, mtime_ns]`` of every file the datasets read (``AVSDataset.files``).
+
+    Snakemake reruns training when an input changed; a checkpoint trained on the old
+    files must then not be resumed. Sizes and modification times, not contents: free to
+    take on a multi-GB frame cache, and a rebuilt file always has a new time.
+    """
+    out = []
+    for ds in datasets:
+        for path in ds.files:
+            st = os.stat(path)
+            out.append([str(path), int(st.st_size), int(st.st_mtime_ns)])
+    return out
+
+
 @dataclass
 class ResumeState:
     """Where a run stands after its completed epochs (what ``last.pt`` brings back)."""
@@ -187,65 +209,133 @@ class ResumeState:
     best: dict[str, Any] | None = None  # {"epoch", "score"} of the best val mIoU so far
 
 
-def save_last(
-    path: Path,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    loader: torch.utils.data.DataLoader,
-    state: ResumeState,
-    c: Mapping[str, Any],
-    n_train: int,
-) -> None:
-    """``last.pt`` after ``state.epoch`` completed epochs: everything :func:`restore` needs."""
-    save_torch(
-        path,
-        {
-            "version": CHECKPOINT_VERSION,
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "epoch": state.epoch,
-            "rng": rng_state(loader, state.epoch),
-            "best": state.best,
-            "history": state.history,
-            "cfg": c,
-            "train_videos": n_train,
-        },
-    )
-
-
-def check_resume(ck: Mapping[str, Any], c: Mapping[str, Any], n_train: int, path: Path) -> None:
-    """Refuse a checkpoint of another version, config (:data:`RESUME_KEYS`) or training set."""
+def why_not_resume(
+    ck: Mapping[str, Any], c: Mapping[str, Any], inputs: list[list[Any]]
+) -> str | None:
+    """Why a loaded ``last.pt`` does not belong to this run (``None``: it does)."""
     if ck.get("version") != CHECKPOINT_VERSION:
-        raise ConfigError(f"{path}: checkpoint version {ck.get('version')!r} is not supported")
+        return f"checkpoint version {ck.get('version')!r}, this code writes {CHECKPOINT_VERSION}"
     old = ck["cfg"]
-    diff = [k for k in RESUME_KEYS if old.get(k) != c.get(k)]
+    keys = [k for k in dict.fromkeys([*old, *c]) if k not in RESUME_FREE_KEYS]
+    diff = [k for k in keys if old.get(k) != c.get(k)]
     if diff:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {c.get(k)!r}" for k in diff)
-        raise ConfigError(
-            f"{path} was written with a different config ({detail}); "
-            "delete the checkpoint folder to start afresh"
-        )
-    if ck.get("train_videos") != n_train:
-        raise ConfigError(
-            f"{path} was trained on {ck.get('train_videos')} videos, the dataset has {n_train}"
-        )
+        return f"written with a different config ({detail})"
+    if int(ck["epoch"]) > c["epochs"]:
+        return f"holds {ck['epoch']} epochs, more than the {c['epochs']} configured"
+    if ck.get("inputs") != inputs:
+        before = {path: rest for path, *rest in ck.get("inputs") or []}
+        now = {path: rest for path, *rest in inputs}
+        changed = sorted(p for p in before.keys() | now.keys() if before.get(p) != now.get(p))
+        return f"trained on other input files ({', '.join(changed[:3]) or 'their order'} changed)"
+    return None
 
 
-def restore(
-    path: Path,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    loader: torch.utils.data.DataLoader,
-    c: Mapping[str, Any],
-    n_train: int,
-    dev: torch.device,
-) -> ResumeState | None:
-    """Load ``last.pt`` (if any) into the model, optimizer and RNGs; ``None``: start afresh."""
-    if not path.exists():
+class Checkpoints:
+    """The resume files of one run (``ckpt_dir``): ``last.pt``, ``best.pt``, ``best.next.pt``.
+
+    ``save_epoch`` after every completed epoch, ``restore`` when a run starts and
+    ``finish`` when it has written its outputs (see the module docstring).
+    """
+
+    def __init__(self, ckpt_dir: str | Path):
+        self.dir = Path(ckpt_dir)
+        self.last = self.dir / LAST_FILE
+        self.best = self.dir / BEST_FILE
+        self.pending = self.dir / BEST_PENDING_FILE
+
+    def clear(self) -> None:
+        """Remove every resume file (and the folder, once empty)."""
+        for path in (self.last, self.best, self.pending):
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()
+
+    def save_epoch(
+        self,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        loader: torch.utils.data.DataLoader,
+        state: ResumeState,
+        c: Mapping[str, Any],
+        inputs: list[list[Any]],
+        improved: bool,
+    ) -> None:
+        """``last.pt`` after ``state.epoch`` completed epochs (and ``best.pt`` if ``improved``)."""
+        if improved:
+            assert state.best is not None and state.best["epoch"] == state.epoch
+            save_model(self.pending, model, c, state.epoch, state.best["score"])
+        save_torch(
+            self.last,
+            {
+                "version": CHECKPOINT_VERSION,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": state.epoch,
+                "rng": rng_state(loader, state.epoch),
+                "best": state.best,
+                "history": state.history,
+                "cfg": c,
+                "inputs": inputs,
+            },
+        )
+        if improved:
+            os.replace(self.pending, self.best)
+
+    def restore(
+        self,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        loader: torch.utils.data.DataLoader,
+        c: Mapping[str, Any],
+        inputs: list[list[Any]],
+        dev: torch.device,
+        say: Callable[[str], Any],
+    ) -> ResumeState | None:
+        """Load ``last.pt`` into the model, optimizer and RNGs if it belongs to this run.
+
+        ``None``: start afresh (no checkpoint, or one of another run: ``say`` tells why,
+        and its files are removed).
+        """
+        if not self.last.exists():
+            self.clear()  # a pending best of a first epoch that never completed
+            return None
+        ck = torch.load(self.last, map_location=dev, weights_only=True)
+        reason = why_not_resume(ck, c, inputs) or self._settle_best(ck["best"])
+        if reason is not None:
+            say(f"{self.last}: {reason}; starting afresh")
+            self.clear()
+            return None
+        model.load_state_dict(ck["model"])
+        load_optimizer_state(opt, ck["optimizer"], c, dev)
+        set_rng_state(ck["rng"], loader)
+        return ResumeState(int(ck["epoch"]), list(ck["history"]), ck["best"])
+
+    def _settle_best(self, best: Mapping[str, Any] | None) -> str | None:
+        """Finish or undo a half-committed ``best.pt``; why it does not match ``last.pt``."""
+        want = None if best is None else int(best["epoch"])
+        if self.pending.exists():
+            if _epoch_of(self.pending) == want:
+                os.replace(self.pending, self.best)  # killed just before the rename
+            else:
+                self.pending.unlink()  # killed before last.pt named it
+        if want is None:
+            return None
+        have = _epoch_of(self.best) if self.best.exists() else None
+        if have != want:
+            return f"its best weights (epoch {want}) are not in {self.best}"
         return None
-    ck = torch.load(path, map_location=dev, weights_only=True)
-    check_resume(ck, c, n_train, path)
-    model.load_state_dict(ck["model"])
-    load_optimizer_state(opt, ck["optimizer"], c, dev)
-    set_rng_state(ck["rng"], loader)
-    return ResumeState(int(ck["epoch"]), list(ck["history"]), ck["best"])
+
+    def finish(self, out_best: Path) -> None:
+        """Write the run's ``best.pt`` from the folder's copy, then remove the resume files."""
+        if self.best.exists():
+            with atomic_path(out_best) as tmp:
+                shutil.copyfile(self.best, tmp)
+        self.clear()
+
+
+def _epoch_of(path: Path) -> int | None:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except (OSError, RuntimeError, KeyError, ValueError):
+        return None

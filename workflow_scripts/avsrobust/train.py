@@ -17,7 +17,8 @@ Outputs. ``out_dir/metrics.tsv`` (one row per completed epoch, rewritten atomica
 frame of the positive validation items), ``val_frames``, ``val_fpr_<neg>`` (mean predicted
 foreground fraction under that negative audio) and ``val_nonempty_<neg>`` for each negative
 condition of ``val_ds``, ``lr``, ``seconds``. ``out_dir/best.pt`` (best ``val_miou``) and
-``out_dir/final.pt``, ``ckpt_dir/last.pt`` (everything needed to resume; see
+``out_dir/final.pt``; while the run is unfinished, ``ckpt_dir/last.pt`` and
+``ckpt_dir/best.pt`` (everything needed to resume, removed when the run finishes; see
 :mod:`avsrobust.resume`).
 
 Determinism. On the CPU the final weights equal (``torch.equal``) those of an uninterrupted
@@ -48,13 +49,12 @@ from .metrics import FPRMeter, IoUMeter
 from .models import build_model
 from .optim import build_optimizer
 from .resume import (
-    LAST_FILE,
+    Checkpoints,
     Preempted,
     ResumeState,
+    input_fingerprint,
     preemption_handlers,
     preemption_requested,
-    restore,
-    save_last,
     save_model,
     seed_everything,
 )
@@ -288,12 +288,13 @@ def _train(
     val_loader = build_loader(val_ds, val_items, c["batch_size"], c["workers"], dev, c["seed"])
     conditions = tuple(cond for cond in CONDITIONS if cond in train_ds.conditions)
 
-    last = ckpt_dir / LAST_FILE
-    state = restore(last, model, opt, loader, c, len(train_ds), dev)
+    ckpts = Checkpoints(ckpt_dir)
+    inputs = input_fingerprint(train_ds, val_ds)
+    state = ckpts.restore(model, opt, loader, c, inputs, dev, say)
     if state is None:
         state = ResumeState()
     else:
-        say(f"resuming from {last}: {state.epoch} epoch(s) done")
+        say(f"resuming from {ckpts.last}: {state.epoch} epoch(s) done")
     start, history = state.epoch, state.history
     say(
         f"training {c['model'].get('name')} on {dev} for {c['epochs']} epochs: "
@@ -309,7 +310,7 @@ def _train(
             # the step changed (e.g. the backbone unfroze): the captured graph is stale
             step = GraphedTrainStep(model, opt, c, dev)
         row = _train_epoch(
-            model, opt, loader, c, dev, epoch, conditions, progress, on_batch, last, step
+            model, opt, loader, c, dev, epoch, conditions, progress, on_batch, ckpts.last, step
         )
         row.update(
             validation_scores(
@@ -327,28 +328,29 @@ def _train(
         history.append(row)
         state.epoch = epoch + 1
         score = float(row["val_miou"])
-        if _improved(score, state.best):
+        improved = _improved(score, state.best)
+        if improved:
             state.best = {"epoch": epoch + 1, "score": score}
-            save_model(out_dir / "best.pt", model, c, epoch + 1, score)
         write_metrics(out_dir, history, state.best, c)
-        save_last(last, model, opt, loader, state, c, len(train_ds))
+        ckpts.save_epoch(model, opt, loader, state, c, inputs, improved)
         fprs = " ".join(f"fpr_{n}={row[f'val_fpr_{n}']:.4f}" for n in negatives)
         say(
             f"epoch {epoch + 1}/{c['epochs']}: loss {row['train_loss']:.4f} "
             f"val mIoU {score:.4f} {fprs} ({row['seconds']:.1f}s, {row['train_items']} items)"
         )
         if preemption_requested():
-            raise Preempted(epoch + 1, last)
+            raise Preempted(epoch + 1, ckpts.last)
 
+    # Every output again, also after a resume (Snakemake deleted the failed job's).
     final_row = history[-1] if history else {}
     final_score = float(final_row.get("val_miou", math.nan))
     save_model(out_dir / "final.pt", model, c, c["epochs"], final_score, metrics=final_row)
+    write_metrics(out_dir, history, state.best, c)
     best = state.best
-    if not history:  # zero epochs: still leave the documented files
-        write_metrics(out_dir, history, best, c)
-    if best is None:
+    if best is None:  # zero epochs: still leave the documented files
         best = {"epoch": 0, "score": math.nan}
         save_model(out_dir / "best.pt", model, c, 0, math.nan)
+    ckpts.finish(out_dir / "best.pt")  # best.pt from the checkpoint folder; resume files go
     return {
         "epochs": c["epochs"],
         "start_epoch": start,
@@ -358,5 +360,4 @@ def _train(
         "history": history,
         "final": str(out_dir / "final.pt"),
         "best": str(out_dir / "best.pt"),
-        "last": str(last),
     }
