@@ -1,13 +1,15 @@
 # Entry points for a fresh machine (see README):
 #   make run    set up .venv, build AVSBench-Robust from the embedded synthetic benchmark, train, evaluate
 #   make test   set up .venv and run the tests (SLURM tests start a local one-node cluster)
+#   make lint   ruff, snakefmt, snakemake --lint
+#   make envs   build every envs/*.yaml into .venvs/<env> and import each rule's code in it
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed-requirements
 CORES ?= all
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv run test lint envs bench clean
 
 venv: $(STAMP)
 
@@ -37,6 +39,10 @@ lint: venv
 	$(VENV)/bin/ruff format --check workflow_scripts tests benchmarks
 	$(VENV)/bin/snakefmt --check Snakefile rules
 	$(VENV)/bin/snakemake --lint --cores 1
+
+# Reused while an env file is unchanged; envs/torch.yaml is linked from .venv (see the script).
+envs: venv
+	$(VENV)/bin/python .ci/env_venvs.py
 
 bench: venv
 	$(VENV)/bin/python benchmarks/robust_pipeline.py

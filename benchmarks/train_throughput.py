@@ -4,7 +4,10 @@
     .venv/bin/python benchmarks/train_throughput.py --device cuda --out benchmarks/out/tt.json
 
 Builds a small synthetic AVSBench S4 tree (``avsrobust.synthetic``, ``--videos`` train
-videos at 224 px), its frame caches (224 px for ``tpavi``, 64 px for ``small``) and real
+videos at the largest size asked for), its frame caches (each model's training size,
+:data:`MODEL_SIZE`: 224 px for ``tpavi`` (ResNet-50) and ``tpavi_pvt``, 512 px for
+``avsegformer_r50`` / ``avsegformer_pvt`` with their Dice + mix loss, 64 px for ``small``;
+``--size`` sets one size for all) and real
 VGGish log-mel features (``avsrobust.features``) for the positive audio and for silence,
 white noise and off-screen (a donor clip's) audio, then times full training steps of
 ``avsrobust.train`` -- ``flatten_batch``, forward, ``total_loss``, backward, optimizer
@@ -37,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
 import platform
@@ -58,19 +60,43 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from avsrobust import frame_cache as FC  # noqa: E402
-from avsrobust import train as T  # noqa: E402
+from avsrobust.cuda_graphs import GraphedTrainStep  # noqa: E402
 from avsrobust.data import AVSDataset, RobustSampler, build_loader  # noqa: E402
-from avsrobust.layout import positive_wav  # noqa: E402
+from avsrobust.layout import N_FRAMES, positive_wav  # noqa: E402
 from avsrobust.losses import total_loss  # noqa: E402
 from avsrobust.models import build_model  # noqa: E402
+from avsrobust.optim import build_optimizer  # noqa: E402
+from avsrobust.resume import seed_everything  # noqa: E402
+from avsrobust.row_index import FEATURE_COLUMNS, write_index  # noqa: E402
+from avsrobust.runtime import determinism  # noqa: E402
+from avsrobust.runtime import resolve_device as _resolve_device  # noqa: E402
+from avsrobust.step import autocast, flatten_batch, train_step  # noqa: E402
+from avsrobust.train import prepare_model  # noqa: E402
+from avsrobust.train_config import resolve_config  # noqa: E402
 
-N_FRAMES = 5
-MODEL_SIZE = {"tpavi": 224, "small": 64}
+#: Frame size per model: the published training sizes (AVSegFormer's released checkpoints were
+#: trained at 512 px); ``--size`` overrides them all.
+MODEL_SIZE = {
+    "tpavi": 224,
+    "tpavi_pvt": 224,
+    "avsegformer_r50": 512,
+    "avsegformer_pvt": 512,
+    "small": 64,
+}
 MODEL_CFG: dict[str, dict[str, Any]] = {
     "tpavi": {"name": "tpavi"},
+    "tpavi_pvt": {"name": "tpavi", "backbone": "pvt_v2_b5"},
+    "avsegformer_r50": {"name": "avsegformer", "backbone": "resnet50"},
+    "avsegformer_pvt": {"name": "avsegformer", "backbone": "pvt_v2_b5"},
     "small": {"name": "small", "classifier": True},  # the workflow's default training model
 }
-#: The robust experiment of config/config.yaml.
+#: The published loss of each model (AVSegFormer: Dice + 0.1 x mix); others: the default.
+MODEL_LOSS: dict[str, dict[str, Any]] = {
+    "avsegformer_r50": {"kind": "dice+mix"},
+    "avsegformer_pvt": {"kind": "dice+mix"},
+}
+#: The measured robust mix (twice config/config.yaml's robust experiment: more negatives
+#: per batch, so every batch mixes conditions).
 NEGATIVE_RATIOS = {"silence": 0.25, "noise": 0.25, "offscreen": 0.5}
 #: Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by device-name fragment, first match.
 PEAK_TFLOPS = (
@@ -89,11 +115,9 @@ DEFAULT_DATA = REPO / "benchmarks" / "out" / "train_throughput_data"
 
 # ----------------------------------------------------------------------------- data
 def _write_index(path: Path, clips: list, root: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        w = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        w.writerow(["row", "video", "category", "path"])
-        for row, c in enumerate(clips):
-            w.writerow([row, c.video, c.category, str(positive_wav(root, c))])
+    write_index(
+        path, FEATURE_COLUMNS, ((c.video, c.category, positive_wav(root, c)) for c in clips)
+    )
 
 
 def prepare_data(data_dir: Path, videos: int, sizes: list[int], seed: int = 0) -> dict[int, Any]:
@@ -111,7 +135,7 @@ def prepare_data(data_dir: Path, videos: int, sizes: list[int], seed: int = 0) -
     data_dir = Path(data_dir)
     root, feats = data_dir / "avsbench", data_dir / "features"
     stamp = data_dir / "stamp.json"
-    want = {"videos": videos, "seed": seed, "image_size": max(MODEL_SIZE.values()), "v": 1}
+    want = {"videos": videos, "seed": seed, "image_size": max(sizes), "v": 1}
     t0 = time.perf_counter()
     fresh = not (stamp.is_file() and json.loads(stamp.read_text()) == want)
     if fresh:
@@ -220,9 +244,10 @@ def build_cases(args: argparse.Namespace, dev: torch.device) -> list[Case]:
 
 
 def _train_cfg(case: Case, batch_size: int, workers: int) -> dict[str, Any]:
-    return T.resolve_config(
+    return resolve_config(
         {
             "model": MODEL_CFG[case.model],
+            "loss": MODEL_LOSS.get(case.model, {}),
             "batch_size": batch_size,
             "workers": workers,
             "negative_ratios": NEGATIVE_RATIOS,
@@ -251,7 +276,7 @@ def step_flops(model: str, size: int, n: int) -> int | None:
                 x = _synthetic_batch(n, size, torch.device("meta"))
             with FlopCounterMode(display=False) as fc:
                 out = m(x["frames"], x["audio"])
-                loss, _ = total_loss(out, x, {"loss": {}})
+                loss, _ = total_loss(out, x, {"loss": MODEL_LOSS.get(model, {})})
                 loss.backward()
             _FLOPS[key] = int(fc.get_total_flops())
         except Exception as exc:  # noqa: BLE001 - a figure we can go without
@@ -321,21 +346,21 @@ def _legacy_fill(on: bool) -> Iterator[None]:
 
 
 def run_case(case: Case, args: argparse.Namespace, data: dict, dev: torch.device) -> dict:
-    size = MODEL_SIZE[case.model]
+    size = model_size(case.model, args)
     cuda = dev.type == "cuda"
     if cuda:
-        steps = args.steps or (50 if case.model == "tpavi" else 100)
+        steps = args.steps or (100 if case.model == "small" else 50)
         warmup = args.warmup if args.warmup is not None else 10
     else:
-        steps = args.steps or (1 if case.model == "tpavi" else 10)
-        warmup = args.warmup if args.warmup is not None else (1 if case.model == "tpavi" else 2)
+        steps = args.steps or (10 if case.model == "small" else 1)
+        warmup = args.warmup if args.warmup is not None else (2 if case.model == "small" else 1)
     workers = args.workers if args.workers is not None else (min(8, os.cpu_count() or 1))
     if not cuda and args.workers is None:
         workers = 1
     c = _train_cfg(case, args.batch_size, workers)
     row: dict[str, Any] = {"case": case.name, **asdict(case), "image_size": size}
     row.update(batch_size=args.batch_size, workers=workers, warmup=warmup, steps=steps)
-    T.seed_everything(0)
+    seed_everything(0)
     cache, files = data[size]
     ds = AVSDataset(cache, files, _conds())
     loader = sampler = None
@@ -352,11 +377,11 @@ def run_case(case: Case, args: argparse.Namespace, data: dict, dev: torch.device
     if case.data == "data":  # the loader alone: batches to the device, no model
         it = _batches(loader, sampler)
         for _ in range(warmup):
-            T.flatten_batch(next(it), dev, cl)
+            flatten_batch(next(it), dev, cl)
         _sync(dev)
         t0 = time.perf_counter()
         for _ in range(steps * 2):
-            x = T.flatten_batch(next(it), dev, cl)
+            x = flatten_batch(next(it), dev, cl)
         _sync(dev)
         dt = time.perf_counter() - t0
         del it, x, loader
@@ -365,26 +390,26 @@ def run_case(case: Case, args: argparse.Namespace, data: dict, dev: torch.device
         row["ms_per_step"] = 1000 * dt / (steps * 2)
         return row
 
-    with T.determinism(c["deterministic"]), _legacy_fill(case.legacy):
-        model = T.prepare_model(c, dev)
+    with determinism(c["deterministic"]), _legacy_fill(case.legacy):
+        model = prepare_model(c, dev)
         if case.legacy:
             params = [p for p in model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(params, lr=c["lr"], weight_decay=c["weight_decay"])
         else:
-            opt = T.build_optimizer(model, c, dev)
+            opt = build_optimizer(model, c, dev)
         model.train()
-        graphed = T.GraphedTrainStep(model, opt, c, dev) if c["cuda_graphs"] else None
+        graphed = GraphedTrainStep(model, opt, c, dev) if c["cuda_graphs"] else None
 
         def step(x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             if graphed is not None:
                 return graphed(x)
-            return T.train_step(model, opt, x, c, dev)
+            return train_step(model, opt, x, c, dev)
 
         if case.data == "loader":
             it = _batches(loader, sampler)
 
             def get() -> dict[str, torch.Tensor]:
-                return T.flatten_batch(next(it), dev, cl)
+                return flatten_batch(next(it), dev, cl)
         else:
             fixed = _synthetic_batch(n, size, dev)
             if cl:
@@ -495,7 +520,7 @@ def event_breakdown(model: Any, opt: Any, c: dict, get: Any, dev: torch.device, 
             x = get()
             ev = [torch.cuda.Event(enable_timing=True) for _ in range(5)]
             ev[0].record()
-            with T._autocast(dev, c["amp"]):
+            with autocast(dev, c["amp"]):
                 out = model(x["frames"], x["audio"])
             ev[1].record()
             loss, _ = total_loss(out, x, c)
@@ -614,7 +639,17 @@ def machine_info(dev: torch.device) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    ap.add_argument("--models", default="tpavi,small", help="comma list of tpavi, small")
+    ap.add_argument(
+        "--models",
+        default="tpavi,small",
+        help=f"comma list of {', '.join(MODEL_SIZE)} (tpavi = ResNet-50)",
+    )
+    ap.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="frame size of every case (default: each model's training size, MODEL_SIZE)",
+    )
     ap.add_argument(
         "--data",
         default=None,
@@ -624,13 +659,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--steps",
         type=int,
         default=None,
-        help="timed steps (default CUDA 50 tpavi / 100 small; CPU 1 / 10)",
+        help="timed steps (default CUDA 50, small 100; CPU 1, small 10)",
     )
     ap.add_argument(
         "--warmup",
         type=int,
         default=None,
-        help="untimed steps first (default CUDA 10; CPU 1 tpavi / 2 small)",
+        help="untimed steps first (default CUDA 10; CPU 1, small 2)",
     )
     ap.add_argument("--batch-size", type=int, default=4, help="videos per batch (5 frames each)")
     ap.add_argument(
@@ -692,8 +727,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     bad = [m for m in args.models if m not in MODEL_SIZE]
+    if args.size is not None and args.size < 32:
+        ap.error("--size must be at least 32")
     if bad:
-        ap.error(f"unknown model(s) {bad}; use tpavi, small")
+        ap.error(f"unknown model(s) {bad}; use {', '.join(MODEL_SIZE)}")
     if args.data is not None:
         args.data = [d.strip() for d in args.data.split(",") if d.strip()]
         if not args.data or any(d not in ("loader", "synthetic") for d in args.data):
@@ -701,12 +738,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def model_size(model: str, args: argparse.Namespace) -> int:
+    """Frame size of ``model``'s cases: ``--size`` or its :data:`MODEL_SIZE`."""
+    return args.size if args.size is not None else MODEL_SIZE[model]
+
+
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: CUDA is not available")
-    return torch.device(name)
+    return _resolve_device(name)
 
 
 def _child(case: Case, argv: list[str]) -> dict:
@@ -730,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
         args.data = ["loader", "synthetic"] if cuda else ["loader"]
     if args.deterministic is None:
         args.deterministic = "both" if cuda else "on"
-    sizes = sorted({MODEL_SIZE[m] for m in args.models})
+    sizes = sorted({model_size(m, args) for m in args.models})
     data = prepare_data(args.data_dir, args.videos, sizes)
     if args.prepare_only:
         return 0
@@ -754,7 +794,8 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": args.batch_size,
             "frames_per_video": N_FRAMES,
             "negative_ratios": NEGATIVE_RATIOS,
-            "image_size": MODEL_SIZE,
+            "image_size": {m: model_size(m, args) for m in args.models},
+            "losses": {m: MODEL_LOSS.get(m, {}) for m in args.models},
             "models": MODEL_CFG,
             "isolated_processes": isolate,
         },
@@ -763,7 +804,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {doc['machine'].get('gpu', 'CPU')} ({dev}), torch {torch.__version__}")
     print(f"MFU peak: {peak_src}")
     for model in args.models:
-        f = step_flops(model, MODEL_SIZE[model], args.batch_size * N_FRAMES)
+        f = step_flops(model, model_size(model, args), args.batch_size * N_FRAMES)
         if f:
             per_video = f / args.batch_size / 1e9
             print(f"{model}: {f / 1e12:.3f} TFLOP per fwd+bwd step ({per_video:.0f} GFLOP/video)")

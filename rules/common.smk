@@ -1,10 +1,13 @@
 """Config validation, the clip index and input helpers shared by all rules."""
 
+import re
+import shutil
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -13,30 +16,114 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "../config/schema.yaml")
+def _validate_config():
+    """config/schema.yaml checks every key (unknown ones are errors) and fills defaults;
+    a failure names the key and where it is, in one line."""
+    from jsonschema import ValidationError
+
+    try:
+        validate(config, "../config/schema.yaml")
+    except WorkflowError as exc:
+        err = (
+            exc.__cause__ or exc.__context__
+        )  # snakemake raised it from the schema error
+        if not isinstance(err, ValidationError):
+            raise
+        where = ".".join(map(str, err.absolute_path)) or "the top level"
+        message = err.message
+        for jargon in ("Unevaluated properties", "Additional properties"):
+            message = message.replace(f"{jargon} are not allowed", "unknown key")
+        raise WorkflowError(
+            f"Error validating config file: {where}: {message} (see config/schema.yaml)"
+        ) from None
+
+
+_validate_config()
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
-from avsrobust import layout  # noqa: E402
-from avsrobust.errors import InputError  # noqa: E402
-from avsrobust.metadata import read_clips  # noqa: E402
-from avsrobust.negatives import NegativeSettings  # noqa: E402
-from avsrobust.offscreen_plan import plannable  # noqa: E402
-from avsrobust.synthetic import (  # noqa: E402
-    SyntheticConfig,
-    synthetic_index,
-    visible_object_veto,
-)
+# `snakemake --profile profiles/slurm -n` inspects the DAG, also where conda is
+# missing (a laptop, CI); the profile's conda deployment would stop it at
+# `conda info`. Real runs keep conda and its own errors.
+if (
+    workflow.output_settings.dryrun
+    and DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    and shutil.which("conda") is None
+):
+    logger.warning("conda not found: dry-run without creating or checking conda envs")
+    workflow.deployment_settings.deployment_method.discard(DeploymentMethod.CONDA)
 
+from avsrobust import active_run, layout  # noqa: E402
+from avsrobust.shutdown import forward_sigterm  # noqa: E402
+from avsrobust.errors import InputError  # noqa: E402
+from avsrobust.frame_cache import FRAMES_FILE, INDEX_FILE, MASKS_FILE  # noqa: E402
+from avsrobust.metadata import check_split_sizes, read_clips  # noqa: E402
+from avsrobust.negatives import NegativeSettings  # noqa: E402
+from avsrobust.offscreen_plan import plan_donors, plannable  # noqa: E402
+from avsrobust.run_config import training_config as run_training_config  # noqa: E402
+from avsrobust.synthetic import SyntheticConfig, synthetic_index  # noqa: E402
+from avsrobust.synthetic import visible_object_veto  # noqa: E402
+
+# Result paths: each pattern once. Rules declare their outputs with these, input functions
+# fill them in (str.format), and jobs read snakemake.input/output: the DAG and the code
+# cannot disagree. (The per-clip audio paths mirror AVSBench's layout: layout.py.)
+CHECK = "results/inputs/{dataset}/{split}.check.tsv"
+PLAN = "results/robust/{dataset}/offscreen_plan.tsv"
+MANIFEST = "results/robust/{dataset}/{split}.manifest.tsv"
+FEATURES = "results/features/{dataset}/{split}/{condition}.npy"
+FEATURE_INDEX = "results/features/{dataset}/{split}/{condition}.index.tsv"
+CACHE = "results/frame_cache/{dataset}/{split}/{part}"  # part: frame_cache.*_FILE
+MODEL = "results/models/{dataset}/{experiment}/seed{seed}/{file}"
+CHECKPOINTS = "results/checkpoints/{dataset}/{experiment}/seed{seed}"
+PREDICTIONS = "results/predictions/{dataset}/{experiment}/{condition}"
+PREDICTIONS_PNG = "results/predictions_png/{dataset}/{experiment}/{run}/{condition}"
+METRICS = "results/metrics/{dataset}/{experiment}/{condition}.json"
+SUMMARY = "results/summary/{file}"
+
+
+# A second run in a folder where another one works is told so before Snakemake's own
+# advice for killed runs (--rerun-incomplete, --unlock) could mislead it (active_run.py).
+_OTHER_RUN = active_run.other_run()
+if _OTHER_RUN:
+    logger.warning(
+        f"{_OTHER_RUN}: if this run stops because files 'seem to be incomplete' or the "
+        "'Directory cannot be locked', those are that run's files: wait for it or stop it "
+        "(kill -TERM <pid>); --unlock and --rerun-incomplete are for a run that was killed"
+    )
+
+
+onstart:
+    active_run.mark()
+    # SIGTERM to Snakemake stops the running jobs too (training keeps its last epoch):
+    # Snakemake alone waits for them, then says they "did not complete" (shutdown.py).
+    if workflow.local_exec:
+        forward_sigterm(logger.warning)
+
+
+onsuccess:
+    active_run.unmark()
+
+
+onerror:
+    active_run.unmark()
+
+
+def wild(pattern, **fixed):
+    """``pattern`` with some fields filled and the others left as wildcards."""
+    names = re.findall(r"{(\w+)}", pattern)
+    return pattern.format(**{n: fixed.get(n, f"{{{n}}}") for n in names})
+
+
+CACHE_PARTS = {"frames": FRAMES_FILE, "masks": MASKS_FILE, "index": INDEX_FILE}
 SYNTHETIC = not config["avsbench_root"]
 DATA_ROOT = "results/synthetic_avsbench" if SYNTHETIC else config["avsbench_root"]
 AVSS = config["avss_metadata"] or str(Path(DATA_ROOT) / layout.AVSS_META)
 DATASETS = config["datasets"]
 SPLITS = config["splits"]
 NEGATIVES = config["negatives"]
+# the configured audio conditions (layout.CONDITIONS: every one there is)
 CONDITIONS = ["positive", *NEGATIVES]
 NEG_SETTINGS = NegativeSettings.from_config(config)
-DATA_DIR_TO_DATASET = {v: k for k, v in layout.DATA_DIRS.items()}
 
 
 def _load_clips():
@@ -72,14 +159,14 @@ OFFSCREEN_CLIPS = {
 
 
 wildcard_constraints:
-    dataset="s4|ms3",
-    split="train|val|test",
-    negtype="silence|noise|offscreen",
-    condition="positive|silence|noise|offscreen",
+    dataset="|".join(layout.DATASETS),
+    split="|".join(layout.SPLITS),
+    negtype="|".join(layout.NEGATIVE_TYPES),
+    condition="|".join(layout.CONDITIONS),
     experiment="[A-Za-z0-9_]+",
     seed="[0-9]+",
     run="seed[0-9]+|external",
-    data="Single-source/s4_data|Multi-sources/ms3_data",
+    data="|".join(layout.DATA_DIRS.values()),
     item=r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)?",
 
 
@@ -110,7 +197,39 @@ POSITIVE_PATTERN = (
 
 
 def offscreen_plan_of(wildcards):
-    return f"results/robust/{DATA_DIR_TO_DATASET[wildcards.data]}/offscreen_plan.tsv"
+    return PLAN.format(dataset=layout.DATASET_OF_DATA_DIR[wildcards.data])
+
+
+_DONOR_WAVS = {}
+
+
+def offscreen_donor_wav(wildcards):
+    """The positive WAV an off-screen clip is made from: its planned donor's.
+
+    The plan is computed here as the offscreen_plan job computes it (same clips,
+    seed and policy), once per dataset, so replacing a donor's WAV reruns the
+    clips built from it. One dict lookup per job: this runs for every clip.
+    """
+    dataset = layout.DATASET_OF_DATA_DIR[wildcards.data]
+    if dataset not in _DONOR_WAVS:
+        clips = [c for sp in SPLITS for c in CLIPS[dataset][sp]]
+        try:
+            rows, _ = plan_donors(
+                clips,
+                config["seed"],
+                config["offscreen"]["on_missing"],
+                where=f"{dataset} metadata",
+                veto=DONOR_VETO,
+            )
+        except InputError as exc:
+            raise WorkflowError(f"Bad AVSBench metadata: {exc}") from None
+        _DONOR_WAVS[dataset] = {
+            (r.target.split, r.target.item): str(
+                layout.positive_wav(DATA_ROOT, r.donor)
+            )
+            for r in rows
+        }
+    return _DONOR_WAVS[dataset][(wildcards.split, wildcards.item)]
 
 
 def condition_wavs(dataset, split, condition):
@@ -127,6 +246,47 @@ def condition_wavs(dataset, split, condition):
     return [f"{prefix}{clip.item}.wav" for clip in clips_for(dataset, split, condition)]
 
 
+def split_images(dataset, split):
+    """Every frame and annotated mask of one split (layout.clip_images), as paths.
+
+    Real trees only: the synthetic clips are not individual rule outputs (their
+    metadata, written last by the synthetic rule, stands in, as for the WAVs).
+    """
+    if SYNTHETIC:
+        return []
+    return [
+        str(png)
+        for clip in CLIPS[dataset][split]
+        for png in layout.clip_images(DATA_ROOT, clip)
+    ]
+
+
+def check_inputs_files(wildcards):
+    """What check_inputs reads of one split: metadata, positive WAVs, frames, masks.
+
+    All declared, so a fixed file reruns the check of its split (S4 train: ~28k
+    files). The check report is then rewritten, and it is what frame_cache
+    declares for the same PNGs: declaring them twice cost 3x the DAG time of
+    declaring them once (README, Performance).
+    """
+    ds, split = wildcards.dataset, wildcards.split
+    return {
+        "meta": metadata_files(ds),
+        "wavs": [] if SYNTHETIC else condition_wavs(ds, split, "positive"),
+        "images": split_images(ds, split),
+    }
+
+
+def frame_cache_files(wildcards):
+    """What frame_cache reads: the metadata, and the split's frames and masks through
+    the split's check report, which is rewritten whenever one of them changes."""
+    ds, split = wildcards.dataset, wildcards.split
+    return {
+        "meta": metadata_files(ds),
+        "checked": CHECK.format(dataset=ds, split=split),
+    }
+
+
 def split_negatives(wildcards):
     return [
         wav
@@ -141,10 +301,45 @@ def feature_inputs(wildcards):
     return condition_wavs(wildcards.dataset, wildcards.split, wildcards.condition)
 
 
+def _split_source(dataset):
+    if SYNTHETIC:
+        return f"synthetic.{dataset}_videos"
+    return Path(DATA_ROOT) / layout.META_FILES[dataset]
+
+
+# Empty splits (a header-only CSV, a split without rows) give empty outputs: warn
+# once here; the train and evaluate input functions stop the DAG when asked to
+# train or score on none (so a run that only builds negatives is not blocked).
+for _ds in DATASETS:
+    for _note in check_split_sizes(
+        _ds,
+        [c for sp in SPLITS for c in CLIPS[_ds][sp]],
+        SPLITS,
+        {},
+        _split_source(_ds),
+    ):
+        logger.warning(_note)
+
+
+def require_clips(dataset, needs, condition="positive"):
+    """Stop the DAG (naming the metadata and the step) when a needed split is empty."""
+    clips = [c for sp in SPLITS for c in CLIPS[dataset][sp]]
+    try:
+        check_split_sizes(dataset, clips, SPLITS, needs, _split_source(dataset))
+    except InputError as exc:
+        raise WorkflowError(f"Empty split: {exc}") from None
+    for split in needs if condition == "offscreen" else []:
+        if not OFFSCREEN_CLIPS[dataset][split]:
+            raise WorkflowError(
+                f"{dataset} {split}: no clip has an off-screen donor (offscreen.on_missing: "
+                "skip left them all out), so the off-screen condition would score nothing; "
+                "use on_missing: fallback or leave offscreen out of `negatives`"
+            )
+
+
 EXPERIMENTS = config["experiments"]
 # Training needs train and val splits; it is part of `all` when both are configured.
 TRAINING = bool(EXPERIMENTS) and {"train", "val"} <= set(SPLITS)
-TRAIN_CONDITIONS = ["positive", *NEGATIVES]
 
 
 SEEDS = config["training"]["seeds"]
@@ -166,38 +361,22 @@ if _clash:
 
 
 def training_config(dataset, experiment, seed):
-    """The science of one training run: shared settings + the experiment's overrides."""
-    cfg = {k: v for k, v in config["training"].items() if k not in ("gpus", "seeds")}
-    cfg.update(EXPERIMENTS[experiment])
-    # Negative types left out of `negatives` are not generated: their ratios drop
-    # out (with a warning) so the default experiments work with any subset.
-    ratios = dict(cfg.get("negative_ratios", {}))
-    dropped = sorted(set(ratios) - set(NEGATIVES))
-    if dropped:
-        logger.warning(
-            f"experiments.{experiment}: no {dropped} audio is configured (negatives: "
-            f"{NEGATIVES}); training {dataset}/{experiment} without those ratios"
-        )
-    cfg["negative_ratios"] = {k: v for k, v in ratios.items() if k in NEGATIVES}
-    cfg["seed"] = int(seed)
-    cfg["negatives"] = NEGATIVES
-    cfg["dataset"] = dataset
-    return cfg
+    """The science of one training run (merge order: avsrobust/run_config.py, README)."""
+    return run_training_config(config, dataset, experiment, seed, warn=logger.warning)
 
 
 def training_inputs(wildcards):
-    """Frame caches and features of the train and val splits."""
+    """Frame caches and features (arrays and row indexes) of the train and val splits."""
+    ds = wildcards.dataset
+    require_clips(ds, {"train": "training", "val": "training (validation)"})
     files = {}
     for split in ("train", "val"):
-        for name in ("frames", "masks", "index"):
-            ext = "tsv" if name == "index" else "npy"
-            files[f"{split}_{name}"] = (
-                f"results/frame_cache/{wildcards.dataset}/{split}/{name}.{ext}"
-            )
-        for cond in TRAIN_CONDITIONS:
-            files[f"{split}_{cond}"] = (
-                f"results/features/{wildcards.dataset}/{split}/{cond}.npy"
-            )
+        for name, part in CACHE_PARTS.items():
+            files[f"{split}_{name}"] = CACHE.format(dataset=ds, split=split, part=part)
+        for cond in CONDITIONS:
+            where = {"dataset": ds, "split": split, "condition": cond}
+            files[f"{split}_{cond}"] = FEATURES.format(**where)
+            files[f"{split}_{cond}_index"] = FEATURE_INDEX.format(**where)
     return files
 
 
@@ -214,11 +393,13 @@ def evaluated(dataset):
 def evaluation_inputs(wildcards):
     """Ground truth (frame cache), the condition's clip list, and the models or PNG folder."""
     ds, split = wildcards.dataset, EVAL_SPLIT
+    require_clips(ds, {split: "evaluation"}, wildcards.condition)
+    where = {"dataset": ds, "split": split, "condition": wildcards.condition}
     files = {
-        "cache": f"results/frame_cache/{ds}/{split}/index.tsv",
-        "frames": f"results/frame_cache/{ds}/{split}/frames.npy",
-        "masks": f"results/frame_cache/{ds}/{split}/masks.npy",
-        "clips": f"results/features/{ds}/{split}/{wildcards.condition}.index.tsv",
+        "cache": CACHE.format(dataset=ds, split=split, part=INDEX_FILE),
+        "frames": CACHE.format(dataset=ds, split=split, part=FRAMES_FILE),
+        "masks": CACHE.format(dataset=ds, split=split, part=MASKS_FILE),
+        "clips": FEATURE_INDEX.format(**where),
     }
     if wildcards.experiment in EXTERNAL:
         ext = EXTERNAL[wildcards.experiment]
@@ -228,10 +409,13 @@ def evaluation_inputs(wildcards):
             )
         files["external"] = ext[ds]
     else:
-        files["features"] = f"results/features/{ds}/{split}/{wildcards.condition}.npy"
+        files["features"] = FEATURES.format(**where)
         ck = EVAL["checkpoint"]
         files["models"] = [
-            f"results/models/{ds}/{wildcards.experiment}/seed{s}/{ck}.pt" for s in SEEDS
+            MODEL.format(
+                dataset=ds, experiment=wildcards.experiment, seed=s, file=f"{ck}.pt"
+            )
+            for s in SEEDS
         ]
     return files
 
@@ -250,46 +434,84 @@ def evaluation_params(wildcards):
         "condition": wildcards.condition,
         "split": EVAL_SPLIT,
         "runs": runs_of(wildcards.experiment),
-        "format": ext.get("format", "auto") if ext else None,
+        "format": ext["format"] if ext else None,
         "batch_size": EVAL["batch_size"],
         "avsbench_batch_videos": EVAL["avsbench_batch_videos"],
     }
 
 
-def summary_inputs(wildcards):
-    files = {"metrics": [], "predictions": [], "caches": []}
-    for ds in DATASETS:
-        for name in evaluated(ds):
-            for cond in CONDITIONS:
-                files["metrics"].append(f"results/metrics/{ds}/{name}/{cond}.json")
-                files["predictions"].append(f"results/predictions/{ds}/{name}/{cond}")
-        files["caches"].append(f"results/frame_cache/{ds}/{EVAL_SPLIT}/index.tsv")
-    return files
+def summary_metrics():
+    """The scores of every evaluated (dataset, experiment, condition), in table order."""
+    return [
+        METRICS.format(dataset=ds, experiment=name, condition=cond)
+        for ds in DATASETS
+        for name in evaluated(ds)
+        for cond in CONDITIONS
+    ]
+
+
+def summary_predictions():
+    """(dataset, experiment, condition, folder) of the predictions the figures show."""
+    return [
+        (
+            ds,
+            name,
+            cond,
+            PREDICTIONS.format(dataset=ds, experiment=name, condition=cond),
+        )
+        for ds in DATASETS
+        for name in evaluated(ds)
+        for cond in CONDITIONS
+    ]
+
+
+def summary_caches():
+    """(dataset, part, file) of the evaluated split's frame cache, for the figures."""
+    return [
+        (ds, name, CACHE.format(dataset=ds, split=EVAL_SPLIT, part=part))
+        for ds in DATASETS
+        if evaluated(ds)
+        for name, part in CACHE_PARTS.items()
+    ]
+
+
+def summary_plans():
+    """The off-screen plans: the summary counts the fallback donors of the evaluated split."""
+    return (
+        [PLAN.format(dataset=ds) for ds in DATASETS] if "offscreen" in NEGATIVES else []
+    )
 
 
 def all_targets():
-    targets = [f"results/inputs/{ds}.check.tsv" for ds in DATASETS]
+    targets = [CHECK.format(dataset=ds, split=sp) for ds in DATASETS for sp in SPLITS]
     for ds in DATASETS:
         for sp in SPLITS:
             if NEGATIVES:
-                targets.append(f"results/robust/{ds}/{sp}.manifest.tsv")
-            targets += [f"results/features/{ds}/{sp}/{c}.npy" for c in CONDITIONS]
+                targets.append(MANIFEST.format(dataset=ds, split=sp))
+            targets += [
+                FEATURES.format(dataset=ds, split=sp, condition=c) for c in CONDITIONS
+            ]
         if TRAINING:
             targets += [
-                f"results/models/{ds}/{e}/seed{s}/final.pt"
+                MODEL.format(dataset=ds, experiment=e, seed=s, file="final.pt")
                 for e in EXPERIMENTS
                 for s in SEEDS
             ]
         if EVALUATION and EVAL["save_png"]:
             targets += [
-                f"results/predictions_png/{ds}/{n}/{r}/{c}"
+                PREDICTIONS_PNG.format(dataset=ds, experiment=n, run=r, condition=c)
                 for n in evaluated(ds)
                 for r in runs_of(n)
                 for c in CONDITIONS
             ]
     if EVALUATION and NEGATIVES and any(evaluated(ds) for ds in DATASETS):
-        targets += ["results/summary/summary.tsv", "results/summary/fpr_by_type.png"]
         targets += [
-            f"results/summary/qualitative_{ds}.png" for ds in DATASETS if evaluated(ds)
+            SUMMARY.format(file="summary.tsv"),
+            SUMMARY.format(file="fpr_by_type.png"),
+        ]
+        targets += [
+            SUMMARY.format(file=f"qualitative_{ds}.png")
+            for ds in DATASETS
+            if evaluated(ds)
         ]
     return targets

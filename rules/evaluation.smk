@@ -8,8 +8,8 @@ rule evaluate:
     input:
         unpack(evaluation_inputs),
     output:
-        metrics="results/metrics/{dataset}/{experiment}/{condition}.json",
-        predictions=directory("results/predictions/{dataset}/{experiment}/{condition}"),
+        metrics=METRICS,
+        predictions=directory(PREDICTIONS),
     log:
         "logs/evaluate/{dataset}/{experiment}/{condition}.log",
     benchmark:
@@ -27,9 +27,9 @@ rule evaluate:
 rule export_png:
     """One run's predictions as PNG masks in AVSBench's layout (a root for re-scoring)."""
     input:
-        "results/predictions/{dataset}/{experiment}/{condition}",
+        PREDICTIONS,
     output:
-        directory("results/predictions_png/{dataset}/{experiment}/{run}/{condition}"),
+        directory(PREDICTIONS_PNG),
     log:
         "logs/export_png/{dataset}/{experiment}/{run}/{condition}.log",
     conda:
@@ -41,35 +41,18 @@ rule export_png:
 
 
 rule summary:
-    """The summary table (TSV, Markdown, JSON) and the report's figures."""
+    """The summary table (TSV, Markdown, JSON): one row per dataset and experiment."""
     input:
-        unpack(summary_inputs),
+        metrics=summary_metrics(),
+        plans=summary_plans(),
     output:
         tsv=report(
-            "results/summary/summary.tsv",
+            SUMMARY.format(file="summary.tsv"),
             caption="../report/summary.rst",
             category="1. Summary",
         ),
-        md="results/summary/summary.md",
-        json="results/summary/summary.json",
-        fpr=report(
-            "results/summary/fpr_by_type.png",
-            caption="../report/fpr_by_type.rst",
-            category="2. Robustness",
-        ),
-        g=report(
-            "results/summary/g_metrics.png",
-            caption="../report/g_metrics.rst",
-            category="2. Robustness",
-        ),
-        qualitative=report(
-            expand(
-                "results/summary/qualitative_{dataset}.png",
-                dataset=[ds for ds in DATASETS if evaluated(ds)],
-            ),
-            caption="../report/qualitative.rst",
-            category="3. Examples",
-        ),
+        md=SUMMARY.format(file="summary.md"),
+        json=SUMMARY.format(file="summary.json"),
     log:
         "logs/summary.log",
     conda:
@@ -78,8 +61,48 @@ rule summary:
         datasets=DATASETS,
         names={ds: evaluated(ds) for ds in DATASETS},
         negatives=NEGATIVES,
-        conditions=CONDITIONS,
         split=EVAL_SPLIT,
+        # videos of the evaluated split (what each condition's count is out of)
+        split_videos={ds: len(CLIPS[ds][EVAL_SPLIT]) for ds in DATASETS},
+        plan_datasets=DATASETS if "offscreen" in NEGATIVES else [],
+    script:
+        "../workflow_scripts/write_summary.py"
+
+
+rule figures:
+    """The report's figures: FPR per negative type, G-metrics, qualitative masks."""
+    input:
+        summary=SUMMARY.format(file="summary.json"),
+        predictions=[f[-1] for f in summary_predictions()],
+        caches=[f[-1] for f in summary_caches()],
+    output:
+        fpr=report(
+            SUMMARY.format(file="fpr_by_type.png"),
+            caption="../report/fpr_by_type.rst",
+            category="2. Robustness",
+        ),
+        g=report(
+            SUMMARY.format(file="g_metrics.png"),
+            caption="../report/g_metrics.rst",
+            category="2. Robustness",
+        ),
+        qualitative=report(
+            expand(
+                SUMMARY.format(file="qualitative_{dataset}.png"),
+                dataset=[ds for ds in DATASETS if evaluated(ds)],
+            ),
+            caption="../report/qualitative.rst",
+            category="3. Examples",
+        ),
+    log:
+        "logs/figures.log",
+    conda:
+        "../envs/plots.yaml"
+    params:
+        # what each input file is, in input order (the script never rebuilds a path)
+        predictions=[f[:-1] for f in summary_predictions()],
+        caches=[f[:-1] for f in summary_caches()],
+        conditions=CONDITIONS,
         qualitative_videos=EVAL["qualitative_videos"],
     script:
-        "../workflow_scripts/summarise.py"
+        "../workflow_scripts/plot_summary.py"

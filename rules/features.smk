@@ -3,8 +3,8 @@ rule audio_features:
     input:
         feature_inputs,
     output:
-        npy="results/features/{dataset}/{split}/{condition}.npy",
-        index="results/features/{dataset}/{split}/{condition}.index.tsv",
+        npy=FEATURES,
+        index=FEATURE_INDEX,
     log:
         "logs/features/{dataset}/{split}/{condition}.log",
     benchmark:

@@ -1,16 +1,19 @@
 rule check_inputs:
-    """Every WAV, frame and mask of one dataset, checked before training needs them."""
+    """Every WAV, frame and mask of one (dataset, split), checked before training needs them.
+
+    All of them are declared inputs (common.smk, check_inputs_files): a fixed file
+    reruns the check of its split, and what depends on it.
+    """
     input:
-        meta=lambda w: metadata_files(w.dataset),
+        unpack(check_inputs_files),
     output:
-        "results/inputs/{dataset}.check.tsv",
+        CHECK,
     log:
-        "logs/inputs/{dataset}.check.log",
+        "logs/inputs/{dataset}/{split}.check.log",
     conda:
         "../envs/audio.yaml"
     params:
         root=DATA_ROOT,
         avss=AVSS,
-        splits=SPLITS,
     script:
         "../workflow_scripts/check_inputs.py"

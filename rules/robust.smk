@@ -1,9 +1,20 @@
+# The per-clip jobs (and the per-dataset donor plan they wait for) take
+# milliseconds: they run inside the main Snakemake process on every executor,
+# also on SLURM, where a submission per clip (or a grouped one, whose node
+# starts Snakemake again for every member) costs seconds. Everything that
+# reads a whole split or trains goes to the cluster.
+localrules:
+    offscreen_plan,
+    negative_audio,
+    offscreen_audio,
+
+
 rule offscreen_plan:
     """One reviewable table (video -> donor) per dataset, following the group rules."""
     input:
         meta=lambda w: metadata_files(w.dataset),
     output:
-        "results/robust/{dataset}/offscreen_plan.tsv",
+        PLAN,
     log:
         "logs/robust/{dataset}/offscreen_plan.log",
     conda:
@@ -22,10 +33,10 @@ rule offscreen_plan:
 rule negative_audio:
     """One silence or noise clip per (dataset, split, video, negative type).
 
-    Runs in Snakemake's own process (no interpreter start per clip): a clip
-    takes milliseconds, a fresh Python with numpy takes 100 ms. It therefore
-    uses Snakemake's environment (envs/workflow.yaml); conda: is not allowed
-    with run:.
+    Runs in Snakemake's own process (no interpreter start per clip), locally
+    and on SLURM (a localrule): a clip takes milliseconds, a fresh Python with
+    numpy takes 100 ms. It therefore uses Snakemake's environment
+    (envs/workflow.yaml); conda: is not allowed with run:.
     """
     input:
         positive=POSITIVE_PATTERN,
@@ -35,10 +46,8 @@ rule negative_audio:
         "logs/robust/{data}/audio_wav_{negtype}/{split}/{item}.log",
     wildcard_constraints:
         negtype="silence|noise",
-    group:
-        "negative_audio"
     # Zero cores: the job runs inside Snakemake's process, so one scheduling
-    # pass can start hundreds of them. profiles/slurm sets 1 for SLURM.
+    # pass can start hundreds of them.
     threads: 0
     params:
         # Recorded in Snakemake's metadata: a changed level, colour or seed
@@ -51,7 +60,7 @@ rule negative_audio:
             NegativeSettings(**params.settings),
             DATA_ROOT,
             wildcards,
-            None,
+            wildcards.negtype,
             output.wav,
             log[0],
         )
@@ -60,23 +69,31 @@ rule negative_audio:
 rule offscreen_audio:
     """One off-screen clip per (dataset, split, video): its planned donor's audio.
 
-    In-process like negative_audio (same group on clusters).
+    In-process like negative_audio.
     """
     input:
         positive=POSITIVE_PATTERN,
         plan=offscreen_plan_of,
+        # The donor's WAV (real trees; synthetic clips all come from one job,
+        # which the positive pattern already names).
+        donor=[] if SYNTHETIC else offscreen_donor_wav,
     output:
         wav="results/robust/{data}/audio_wav_offscreen/{split}/{item}.wav",
     log:
         "logs/robust/{data}/audio_wav_offscreen/{split}/{item}.log",
-    group:
-        "negative_audio"
     threads: 0
     run:
         from avsrobust.workflow_jobs import negative_job
 
         negative_job(
-            NEG_SETTINGS, DATA_ROOT, wildcards, input.plan, output.wav, log[0]
+            NEG_SETTINGS,
+            DATA_ROOT,
+            wildcards,
+            "offscreen",
+            output.wav,
+            log[0],
+            plan=input.plan,
+            declared_donor=input.donor or None,
         )
 
 
@@ -85,12 +102,10 @@ rule split_manifest:
     input:
         wavs=split_negatives,
         plan=lambda w: (
-            f"results/robust/{w.dataset}/offscreen_plan.tsv"
-            if "offscreen" in NEGATIVES
-            else []
+            PLAN.format(dataset=w.dataset) if "offscreen" in NEGATIVES else []
         ),
     output:
-        "results/robust/{dataset}/{split}.manifest.tsv",
+        MANIFEST,
     log:
         "logs/robust/{dataset}/{split}.manifest.log",
     conda:

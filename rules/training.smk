@@ -1,12 +1,11 @@
 rule frame_cache:
     """Frames and masks of one (dataset, split), decoded once into uint8 arrays."""
     input:
-        meta=lambda w: metadata_files(w.dataset),
-        checked="results/inputs/{dataset}.check.tsv",
+        unpack(frame_cache_files),
     output:
-        frames="results/frame_cache/{dataset}/{split}/frames.npy",
-        masks="results/frame_cache/{dataset}/{split}/masks.npy",
-        index="results/frame_cache/{dataset}/{split}/index.tsv",
+        frames=wild(CACHE, part=FRAMES_FILE),
+        masks=wild(CACHE, part=MASKS_FILE),
+        index=wild(CACHE, part=INDEX_FILE),
     log:
         "logs/frame_cache/{dataset}/{split}.log",
     benchmark:
@@ -25,14 +24,15 @@ rule train:
     """One model per (dataset, experiment, seed): plain (positives only) or robust.
 
     Checkpoints go to results/checkpoints/ (not an output, so Snakemake keeps
-    them when the job fails or is preempted); a rerun resumes from them.
+    them when the job fails or is preempted); a rerun resumes from them if they
+    belong to it (config, inputs), and a finished run removes them (resume.py).
     """
     input:
         unpack(training_inputs),
     output:
-        final="results/models/{dataset}/{experiment}/seed{seed}/final.pt",
-        best="results/models/{dataset}/{experiment}/seed{seed}/best.pt",
-        metrics="results/models/{dataset}/{experiment}/seed{seed}/metrics.tsv",
+        final=wild(MODEL, file="final.pt"),
+        best=wild(MODEL, file="best.pt"),
+        metrics=wild(MODEL, file="metrics.tsv"),
     log:
         "logs/train/{dataset}/{experiment}/seed{seed}.log",
     benchmark:
@@ -43,6 +43,8 @@ rule train:
         gpu=config["training"]["gpus"],
     params:
         cfg=lambda w: training_config(w.dataset, w.experiment, w.seed),
-        ckpt_dir=lambda w: f"results/checkpoints/{w.dataset}/{w.experiment}/seed{w.seed}",
+        ckpt_dir=lambda w: CHECKPOINTS.format(
+            dataset=w.dataset, experiment=w.experiment, seed=w.seed
+        ),
     script:
         "../workflow_scripts/train_model.py"

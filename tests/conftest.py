@@ -54,3 +54,15 @@ def tiny_root(tmp_path: Path) -> Path:
         clip = layout.Clip("ms3", split, vid, "", frozenset())
         write_wav(layout.positive_wav(root, clip), tone(fmt, 300 + 70 * i), fmt)
     return root
+
+
+@pytest.fixture
+def few_threads():
+    """One torch thread, seed 0: the test machine has two cores shared with other jobs."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(old)

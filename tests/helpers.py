@@ -26,3 +26,24 @@ def tone(fmt: AudioFormat, freq: float = 440.0, amp: float = 0.3) -> np.ndarray:
     t = np.arange(fmt.frames) / fmt.sample_rate
     mono = amp * np.sin(2 * np.pi * freq * t)
     return np.repeat(mono[:, None], fmt.channels, axis=1)
+
+
+# The workflow's result layout, as the tests lay out their temporary trees (the library
+# takes explicit paths; only the rules in rules/*.smk define where results live).
+def cache_dir(results: Path, dataset: str, split: str) -> Path:
+    return Path(results) / "frame_cache" / dataset / split
+
+
+def feature_paths(results: Path, dataset: str, split: str, condition: str) -> tuple[Path, Path]:
+    base = Path(results) / "features" / dataset / split
+    return base / f"{condition}.npy", base / f"{condition}.index.tsv"
+
+
+def build_dataset(cfg: dict, dataset: str, split: str, results: Path, conditions=None):
+    """An AVSDataset over a test tree laid out like the workflow's results."""
+    from avsrobust.data import AVSDataset
+
+    if conditions is None:
+        conditions = ("positive", *cfg.get("negatives", ()))
+    files = {c: feature_paths(results, dataset, split, c) for c in conditions}
+    return AVSDataset(cache_dir(results, dataset, split), files, conditions)

@@ -1,33 +1,261 @@
-"""The shipped configuration files are valid: the schema accepts them and the model
-configs they name build (without weight files)."""
+"""The configuration: the shipped files are valid, the schema is strict (a misspelt key
+anywhere is an error naming it) and it is the one source of defaults (every default the
+code keeps for direct use equals the schema's), and the per-dataset recipes resolve."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
 
-from avsrobust.models import build_model
+from avsrobust import byo, evaluate, features
+from avsrobust.losses import LOSS_DEFAULTS
+from avsrobust.models import PRETRAINED_KEYS, build_model
+from avsrobust.models.avsegformer import AVSEGFORMER_DEFAULTS
+from avsrobust.models.small import SMALL_DEFAULTS
+from avsrobust.models.tpavi import TPAVI_DEFAULTS
+from avsrobust.negatives import NegativeSettings
+from avsrobust.run_config import merge, training_config
+from avsrobust.synthetic import SyntheticConfig
+from avsrobust.train_config import TRAIN_DEFAULTS, resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
+SCHEMA = str(REPO / "config" / "schema.yaml")
+RECIPES = sorted(p.name for p in (REPO / "config" / "recipes").glob("*.yaml"))
+
+
+def validated(config: dict) -> dict:
+    config = copy.deepcopy(config)
+    validate(config, SCHEMA)  # fills defaults
+    return config
+
+
+def shipped(name: str) -> dict:
+    return validated(yaml.safe_load((REPO / "config" / name).read_text()))
+
+
+DEFAULTS = validated({})
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "avsbench.yaml"])
 def test_config_file_is_valid_and_its_model_builds(name):
-    config = yaml.safe_load((REPO / "config" / name).read_text())
-    validate(config, str(REPO / "config" / "schema.yaml"))  # also fills defaults
+    config = shipped(name)
     assert config["training"]["seeds"] and config["evaluation"]["split"] == "test"
-    model_cfg = {
-        k: v
-        for k, v in config["training"]["model"].items()
-        if k not in ("resnet50_weights", "vggish_weights")
+    for ds in config["datasets"]:
+        for exp in config["experiments"]:
+            model_cfg = {
+                k: v
+                for k, v in training_config(config, ds, exp, 0)["model"].items()
+                if k not in PRETRAINED_KEYS
+            }
+            with torch.device("meta"):
+                assert build_model(model_cfg) is not None
+
+
+def test_config_yaml_states_the_schema_defaults():
+    """config/config.yaml documents every default; it must not drift from the schema."""
+    assert shipped("config.yaml") == DEFAULTS
+
+
+# ----------------------------------------------------------------------------- strict schema
+@pytest.mark.parametrize(
+    "config, key",
+    [
+        ({"evaluation": {"splitt": "test"}}, "splitt"),
+        ({"experiments": {"robust": {"negative_ratio": {"noise": 0.1}}}}, "negative_ratio"),
+        ({"training": {"model": {"name": "small", "nmae": "x"}}}, "nmae"),
+        ({"training": {"model": {"name": "tpavi", "widths": [8, 8, 8]}}}, "widths"),
+        ({"training": {"epoch": 3}}, "epoch"),
+        ({"training": {"loss": {"av_wieght": 0.5}}}, "av_wieght"),
+        ({"training": {"per_dataset": {"ms3": {"epochz": 30}}}}, "epochz"),
+        ({"training": {"per_dataset": {"avss": {"epochs": 30}}}}, "avss"),
+        ({"training": {"per_dataset": {"ms3": {"seeds": [1]}}}}, "seeds"),
+        ({"experiments": {"r": {"per_dataset": {"s4": {"negative_ratio": {}}}}}}, "negative_ratio"),
+        ({"experiments": {"r": {"image_size": 128}}}, "image_size"),
+        ({"synthetic": {"s4_video": {"train": 1}}}, "s4_video"),
+        ({"negative_audio": {"noise_color": "pink"}}, "noise_color"),
+    ],
+)
+def test_schema_rejects_an_unknown_key_anywhere(config, key):
+    with pytest.raises(Exception, match=key):
+        validated(config)
+
+
+def test_schema_fills_no_default_into_overrides():
+    """Experiments reuse the training keys ($ref) but receive none of training's defaults:
+    a default there would override the training block."""
+    config = validated({"experiments": {"e": {"per_dataset": {"ms3": {}}}}})
+    assert config["experiments"] == {"e": {"per_dataset": {"ms3": {}}}}
+    config = validated({"training": {"per_dataset": {"ms3": {"loss": {}}}}})
+    assert config["training"]["per_dataset"] == {"ms3": {"loss": {}}}
+
+
+def test_every_training_default_has_its_type_in_the_shared_recipe():
+    """training lists the recipe keys' defaults; their types live once, in $defs/recipe."""
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    training = schema["properties"]["training"]["properties"]
+    own = {"image_size", "seeds", "gpus", "per_dataset"}
+    recipe = schema["$defs"]["recipe"]["properties"]
+    assert set(training) - own == set(recipe)
+    for key in set(training) - own:
+        assert set(training[key]) <= {"default", "required", "properties"}, key
+    assert set(training["loss"]["properties"]) == set(recipe["loss"]["properties"])
+
+
+def test_schema_model_keys_are_the_models_keys():
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    model = schema["$defs"]["model"]
+    per_name = {
+        branch["if"]["properties"]["name"]["const"]: set(branch["then"]["propertyNames"]["enum"])
+        for branch in model["allOf"]
     }
-    assert build_model(model_cfg) is not None
+    assert per_name == {
+        "small": set(SMALL_DEFAULTS),
+        "tpavi": set(TPAVI_DEFAULTS),
+        "avsegformer": set(AVSEGFORMER_DEFAULTS),
+    }
+    assert set(model["properties"]) == set().union(*per_name.values())
+    assert set(model["properties"]["name"]["enum"]) == set(per_name)
 
 
-def test_schema_rejects_an_unknown_evaluation_key():
-    config = {"evaluation": {"splitt": "test"}}
-    with pytest.raises(Exception, match="splitt"):
-        validate(config, str(REPO / "config" / "schema.yaml"))
+# ----------------------------------------------------------------------------- one source
+def test_training_defaults_are_the_schemas():
+    training = DEFAULTS["training"]
+    run_keys = set(training) - {"image_size", "seeds", "gpus"}
+    assert run_keys == set(TRAIN_DEFAULTS) - {"seed", "negative_ratios"}
+    for key in run_keys:
+        assert TRAIN_DEFAULTS[key] == training[key], key
+    assert training["loss"] == LOSS_DEFAULTS
+    assert TRAIN_DEFAULTS["seed"] == training["seeds"][0]
+    assert (
+        TRAIN_DEFAULTS["negative_ratios"] == DEFAULTS["experiments"]["baseline"]["negative_ratios"]
+    )
+
+
+def test_negative_audio_defaults_are_the_schemas():
+    na = DEFAULTS["negative_audio"]
+    assert NegativeSettings() == NegativeSettings.from_config(DEFAULTS)
+    assert NegativeSettings().noise_level_dbfs == na["noise_level_dbfs"]
+
+
+def test_synthetic_defaults_are_the_schemas():
+    cfg = SyntheticConfig()
+    assert SyntheticConfig.from_mapping(DEFAULTS["synthetic"]) == cfg
+    schema_keys = set(DEFAULTS["synthetic"])
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    assert {k: fields[k] for k in schema_keys} == DEFAULTS["synthetic"]
+
+
+def test_feature_and_evaluation_defaults_are_the_schemas():
+    f = DEFAULTS["features"]
+    assert (
+        f["batch_size"],
+        f["seconds"],
+        f["device"],
+    ) == (features.BATCH_SIZE, features.SECONDS, features.DEVICE)
+    e = DEFAULTS["evaluation"]
+    assert e["batch_size"] == evaluate.BATCH_SIZE
+    assert e["avsbench_batch_videos"] == evaluate.AVSBENCH_BATCH_VIDEOS
+    args = byo._parser().parse_args(
+        ["--avsbench-root", "r", "--dataset", "s4", "--predictions", "p"]
+    )
+    assert args.avsbench_batch_videos == e["avsbench_batch_videos"]
+
+
+# ----------------------------------------------------------------------------- per dataset
+def test_merge_order_and_rules():
+    config = validated(
+        {
+            "training": {
+                "epochs": 5,
+                "loss": {"iou_weight": 0.5},
+                "per_dataset": {"ms3": {"epochs": 7, "loss": {"av_weight": 0.5}}},
+            },
+            "experiments": {
+                "r": {
+                    "lr": 0.01,
+                    "negative_ratios": {"noise": 0.1, "silence": 0.2},
+                    "per_dataset": {"ms3": {"lr": 0.02, "negative_ratios": {"noise": 0.3}}},
+                },
+                "m": {"model": {"name": "tpavi", "tpavi_stages": [3]}},
+            },
+        }
+    )
+    s4 = training_config(config, "s4", "r", 1)
+    ms3 = training_config(config, "ms3", "r", 1)
+    assert (s4["epochs"], s4["lr"], s4["loss"]["av_weight"]) == (5, 0.01, 0.0)
+    assert (ms3["epochs"], ms3["lr"], ms3["loss"]) == (
+        7,
+        0.02,
+        {**LOSS_DEFAULTS, "iou_weight": 0.5, "av_weight": 0.5},
+    )
+    assert s4["negative_ratios"] == {"noise": 0.1, "silence": 0.2}
+    assert ms3["negative_ratios"] == {"noise": 0.3, "silence": 0.2}  # merged key by key
+    assert (ms3["seed"], ms3["dataset"], ms3["negatives"]) == (1, "ms3", config["negatives"])
+    assert not {"seeds", "gpus", "per_dataset"} & set(ms3)
+    # another model replaces the model settings; the same model merges them
+    assert training_config(config, "s4", "m", 0)["model"] == {"name": "tpavi", "tpavi_stages": [3]}
+    assert merge({"model": {"name": "small", "channels": 8}}, {"model": {"widths": [1, 2, 3]}}) == {
+        "model": {"name": "small", "channels": 8, "widths": [1, 2, 3]}
+    }
+    assert config["training"]["per_dataset"]["ms3"] == {"epochs": 7, "loss": {"av_weight": 0.5}}
+
+
+def test_dropped_negative_types_warn():
+    config = validated({"negatives": ["silence"]})
+    told = []
+    cfg = training_config(config, "s4", "robust", 0, warn=told.append)
+    assert cfg["negative_ratios"] == {"silence": 0.125}
+    assert told and "noise" in told[0] and "offscreen" in told[0]
+
+
+def test_avsbench_yaml_holds_both_published_recipes():
+    """domain.md section 6: Adam 1e-4, batch 4, 224 px; S4 15 epochs, BCE (first frame only:
+    the S4 train masks); MS3 30 epochs, BCE on all frames + 0.5 x the A-V matching loss."""
+    config = shipped("avsbench.yaml")
+    assert set(config["experiments"]) == {"baseline", "robust"}
+    for exp in config["experiments"]:
+        for ds, epochs, av in (("s4", 15, 0.0), ("ms3", 30, 0.5)):
+            c = training_config(config, ds, exp, 0)
+            assert c["model"]["name"] == "tpavi", (ds, exp)
+            assert (c["optimizer"], c["lr"], c["weight_decay"]) == ("adam", 0.0001, 0.0), (ds, exp)
+            assert c["batch_size"] == 4, (ds, exp)
+            assert c["image_size"] == 224 and c["epochs"] == epochs, (ds, exp)
+            assert c["loss"]["iou_weight"] == 0.0 and c["loss"]["av_weight"] == av, (ds, exp)
+            ratios = c["negative_ratios"]
+            assert (ratios == {}) == (exp == "baseline"), (ds, exp)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipes_layer_over_avsbench_yaml_per_dataset(recipe):
+    """As `--configfile config/avsbench.yaml config/recipes/<recipe>` merges them."""
+    config = yaml.safe_load((REPO / "config" / "avsbench.yaml").read_text())
+    update_config(config, yaml.safe_load((REPO / "config" / "recipes" / recipe).read_text()))
+    config = validated(config)
+    for exp in config["experiments"]:
+        seen = {}
+        for dataset in ("s4", "ms3"):
+            cfg = resolve_config(training_config(config, dataset, exp, 0))
+            model_cfg = {k: v for k, v in cfg["model"].items() if k not in PRETRAINED_KEYS}
+            with torch.device("meta"):
+                build_model(model_cfg, load_pretrained=False)
+            seen[dataset] = cfg
+        s4, ms3 = seen["s4"], seen["ms3"]
+        assert ms3["epochs"] == 2 * s4["epochs"]
+        if s4["model"]["name"] == "avsegformer":
+            assert s4["loss"]["kind"] == "dice+mix" and config["training"]["image_size"] == 512
+            assert (
+                s4["model"]["freeze_backbone_epochs"],
+                ms3["model"]["freeze_backbone_epochs"],
+            ) == (5, 10)
+            assert ms3["loss"]["av_weight"] == 0.0 and s4["lr"] == 2e-5
+            assert s4["model"].get("robust", False) == (
+                recipe == "avsegformer_robust.yaml" and exp == "robust"
+            )
+        else:
+            assert ms3["loss"]["av_weight"] == 0.5 and s4["lr"] == 1e-4

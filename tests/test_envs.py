@@ -1,4 +1,5 @@
-"""The pins in requirements.txt (the one place) and envs/*.yaml must agree."""
+"""The pins in requirements.txt (the one place) and envs/*.yaml must agree, and every
+rule's env provides what the rule's code imports."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import re
 from pathlib import Path
 
 import yaml
+from import_closure import closure, distribution_of, env_pip, rule_closures, rules
 
 REPO = Path(__file__).resolve().parents[1]
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([A-Za-z0-9_.+\-]+)$")
@@ -61,3 +63,47 @@ def test_every_conda_directive_names_an_existing_env():
     for smk in (REPO / "rules").glob("*.smk"):
         for env in re.findall(r'conda:\s*\n\s*"([^"]+)"', smk.read_text()):
             assert (smk.parent / env).resolve().is_file(), f"{smk.name}: {env} missing"
+
+
+# ----------------------------------------------------------------------------- import closures
+def test_every_rule_with_a_script_has_an_env_and_every_rule_a_place_to_run():
+    found = {r.name: r for r in rules()}
+    assert {"train", "evaluate", "summary", "figures", "negative_audio"} <= set(found)
+    for r in found.values():
+        assert r.conda or r.run or r.local, f"rule {r.name}: no conda env, run: block or localrule"
+        if r.script:
+            assert r.conda, f"rule {r.name}: a script with no conda: env"
+            assert r.script.is_file(), f"rule {r.name}: {r.script} missing"
+
+
+def test_every_rule_env_provides_what_its_code_imports():
+    """Static closure of each rule's script (function-level imports included) against the
+    pip list of its env file: a missing package fails here, not in a cluster job."""
+    problems = []
+    for what, env, clo in rule_closures():
+        have = set(env_pip(env))
+        missing = sorted(clo.distributions() - have)
+        if missing:
+            problems.append(f"{what}: {env.name} lacks {missing}")
+    assert not problems, "\n".join(problems)
+
+
+def test_light_jobs_import_neither_torch_nor_matplotlib():
+    for what, env, clo in rule_closures():
+        heavy = clo.distributions() & {"torch", "torchvision", "torchaudio", "matplotlib"}
+        if env.name in ("audio.yaml", "workflow.yaml"):
+            assert not heavy, f"{what} imports {sorted(heavy)}"
+
+
+def test_closure_follows_package_and_function_level_imports():
+    """The closure finds what a job imports only inside a function, and through the package."""
+    clo = closure("from avsrobust.negatives import make_noise\n")
+    # negatives -> audio_ops imports scipy inside conform(); wav imports soundfile
+    assert {"avsrobust.negatives", "avsrobust.audio_ops", "avsrobust.wav"} <= clo.modules
+    assert {"scipy", "numpy", "soundfile"} <= clo.third_party
+    plots = closure("def f():\n    from avsrobust import plots\n")
+    assert "matplotlib" in plots.third_party and "avsrobust.plots" in plots.modules
+    models = closure("import avsrobust.models\n")  # relative imports inside a subpackage
+    assert {"avsrobust.models.tpavi", "avsrobust.errors", "avsrobust.weights"} <= models.modules
+    assert {"torch", "torchvision"} <= models.third_party
+    assert distribution_of("PIL") == "pillow" and distribution_of("yaml") == "pyyaml"

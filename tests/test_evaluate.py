@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import cache_dir, feature_paths
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -21,7 +22,7 @@ from avsrobust import frame_cache as FC
 from avsrobust import plots
 from avsrobust.byo import load_ground_truth
 from avsrobust.byo import main as byo_main
-from avsrobust.data import AVSDataset, feature_paths
+from avsrobust.data import AVSDataset
 from avsrobust.errors import ConfigError, InputError
 from avsrobust.evaluate import condition_document, load_checkpoint, predict, score
 from avsrobust.metadata import read_clips
@@ -91,7 +92,7 @@ def world(tmp_path_factory):
     generate(root, cfg)
     for ds in ("s4", "ms3"):
         clips = [c for c in read_clips(root, ds) if c.split == "test"]
-        FC.build_cache(root, clips, FC.cache_dir(results, ds, "test"), S)
+        FC.build_cache(root, clips, cache_dir(results, ds, "test"), S)
     return root, results
 
 
@@ -103,7 +104,7 @@ def _write_preds(folder: Path, run: str, cache: FC.FrameCache, q: np.ndarray) ->
 
 def test_perfect_and_empty_predictions_score_as_defined(world, tmp_path):
     _, results = world
-    cache = FC.open_cache(FC.cache_dir(results, "s4", "test"))
+    cache = FC.open_cache(cache_dir(results, "s4", "test"))
     gt = np.asarray(cache.masks) == 1
     _write_preds(tmp_path, "perfect", cache, np.where(gt, 255, 0).astype(np.uint8))
     perfect = score(open_predictions(tmp_path, "perfect"), cache, "positive")
@@ -122,10 +123,65 @@ def test_perfect_and_empty_predictions_score_as_defined(world, tmp_path):
     assert score(open_predictions(tmp_path, "full"), cache, "offscreen")["fpr"] == 1.0
 
 
+def test_headline_fscore_is_the_published_per_batch_f_at_four_videos(world, tmp_path):
+    """`fscore` = the published Eval_Fmeasure averaged over batches of 4 videos (AVSBench's
+    test.sh); `fscore_dataset` = ours (one curve over the split); G-F uses `fscore`."""
+    _, results = world
+    cache = FC.open_cache(cache_dir(results, "s4", "test"))
+    gt = np.asarray(cache.masks) == 1
+    rng = np.random.default_rng(0)
+    q = np.clip(gt * 70 + rng.integers(0, 186, gt.shape), 0, 255).astype(np.uint8)
+    _write_preds(tmp_path, "r", cache, q)
+    preds = open_predictions(tmp_path, "r")
+    got = score(preds, cache, "positive")
+    assert got["avsbench_batch_videos"] == 4
+    logits = uint8_to_logits(torch.from_numpy(q)).flatten(0, 1)
+    g = torch.from_numpy(gt).flatten(0, 1)
+    # 3 videos < 4: one batch of 15 frames, i.e. the batch mean curve's max
+    assert got["fscore"] == pytest.approx(
+        fscore(logits, g, variant="avsbench", batch_size=20), abs=1e-12
+    )
+    assert got["fscore_dataset"] == pytest.approx(fscore(logits, g), abs=1e-12)
+    two = score(preds, cache, "positive", avsbench_batch_videos=2)  # batches of 2 + 1 videos
+    assert two["fscore"] == pytest.approx(
+        fscore(logits, g, variant="avsbench", batch_size=10), abs=1e-12
+    )
+    assert two["fscore"] != pytest.approx(got["fscore"], abs=1e-6)
+    assert two["fscore_dataset"] == got["fscore_dataset"] and two["miou"] == got["miou"]
+    pos = {"seed0": got}
+    noise = {"seed0": {"fpr": 0.1, "n_videos": 3}}
+    docs = {"positive": _doc("positive", pos), "noise": _doc("noise", noise)}
+    row = experiment_row(docs, ["noise"])
+    assert row["g_f"] == pytest.approx(math.sqrt(got["fscore"] * 0.9))
+    assert row["fscore_dataset"] == got["fscore_dataset"]
+
+
+def test_default_batch_of_the_published_f_is_the_schema_default():
+    import inspect
+
+    import yaml
+
+    from avsrobust.byo import score_tree
+    from avsrobust.evaluate import evaluate_runs
+    from avsrobust.metrics import AVSBENCH_BATCH_VIDEOS
+
+    schema = yaml.safe_load((REPO / "config/schema.yaml").read_text())
+    default = schema["properties"]["evaluation"]["properties"]["avsbench_batch_videos"]["default"]
+    assert default == AVSBENCH_BATCH_VIDEOS == 4
+    for fn in (score, evaluate_runs, score_tree):
+        assert inspect.signature(fn).parameters["avsbench_batch_videos"].default == default
+    assert (
+        yaml.safe_load((REPO / "config/config.yaml").read_text())["evaluation"][
+            "avsbench_batch_videos"
+        ]
+        == default
+    )
+
+
 def test_scoring_rejects_predictions_of_another_split_or_size(world, tmp_path):
     _, results = world
-    cache = FC.open_cache(FC.cache_dir(results, "s4", "test"))
-    other = FC.open_cache(FC.cache_dir(results, "ms3", "test"))
+    cache = FC.open_cache(cache_dir(results, "s4", "test"))
+    other = FC.open_cache(cache_dir(results, "ms3", "test"))
     _write_preds(tmp_path / "a", "r", other, np.zeros((len(other), 5, S, S), np.uint8))
     with pytest.raises(InputError, match="is not in the evaluated split"):
         score(open_predictions(tmp_path / "a", "r"), cache, "positive")
@@ -148,7 +204,7 @@ def test_a_failed_writer_leaves_no_file(tmp_path):
 # ----------------------------------------------------------------------------- PNG trees
 def test_png_export_then_import_round_trips_exactly(world, tmp_path):
     _, results = world
-    cache = FC.open_cache(FC.cache_dir(results, "s4", "test"))
+    cache = FC.open_cache(cache_dir(results, "s4", "test"))
     q = np.random.default_rng(0).integers(0, 256, (3, 5, S, S), dtype=np.uint8)
     _write_preds(tmp_path / "p", "seed0", cache, q)
     n = export_png(
@@ -227,7 +283,7 @@ def test_png_import_names_the_missing_or_broken_file_and_writes_nothing(tmp_path
 
 # ----------------------------------------------------------------------------- models
 def _features(results: Path, root: Path, ds: str, cond: str, value: float) -> dict:
-    cache = FC.open_cache(FC.cache_dir(results, ds, "test"))
+    cache = FC.open_cache(cache_dir(results, ds, "test"))
     npy, index = feature_paths(results, ds, "test", cond)
     npy.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -251,7 +307,7 @@ def test_checkpoint_predictions_are_deterministic_and_gating_empties_masks(world
     loaded, saved_cfg = load_checkpoint(ck, torch.device("cpu"))
     assert saved_cfg["model"] == cfg
     ds = AVSDataset(
-        FC.cache_dir(results, "s4", "test"),
+        cache_dir(results, "s4", "test"),
         _features(results, root, "s4", "noise", -4.6),
         ["noise"],
     )
@@ -333,6 +389,31 @@ def test_g_metrics_are_computed_per_run_then_averaged():
     assert experiment_row(docs, ["silence", "noise"])["runs"] == 1
 
 
+def test_summary_says_how_many_videos_each_condition_scored():
+    """With offscreen.on_missing: skip the off-screen set is smaller than the split's; with
+    fallback some donors are not legal: the table says so (e.g. MS3 off-screen 413 of 424)."""
+    negatives = ["silence", "offscreen"]
+    runs = {
+        "positive": {"seed0": {"miou": 0.5, "fscore": 0.6, "n_videos": 64}},
+        "silence": {"seed0": {"fpr": 0.1, "n_videos": 64}},
+        "offscreen": {"seed0": {"fpr": 0.2, "n_videos": 62}},
+    }
+    docs = {c: _doc(c, r) for c, r in runs.items()}
+    row = experiment_row(docs, negatives, videos_split=64, offscreen_fallback=0)
+    assert (row["videos_split"], row["videos_positive"], row["videos_offscreen"]) == (64, 64, 62)
+    md = markdown_text([row, {**row, "experiment": "baseline"}], negatives, "test")
+    assert "Videos scored per audio condition (test split):" in md
+    assert md.count("- s4: positive 64 of 64, silence 64 of 64, offscreen 62 of 64") == 1
+    head, values = (line.split("\t") for line in tsv_text([row], negatives).splitlines())
+    assert values[head.index("videos_offscreen")] == "62"
+    assert values[head.index("videos_split")] == "64"
+    fell_back = experiment_row(docs, negatives, videos_split=64, offscreen_fallback=3)
+    other = {**fell_back, "experiment": "external"}
+    md = markdown_text([row, other], negatives)
+    assert "- s4/robust: positive 64 of 64, silence 64 of 64, offscreen 62 of 64\n" in md
+    assert "offscreen 62 of 64 (3 with a fallback donor)" in md
+
+
 def test_run_row_without_a_negative_score_has_no_g_metrics():
     row = run_row({"positive": {"miou": 0.5, "fscore": 0.5}, "noise": {"fpr": None}}, ["noise"])
     assert row["g_miou"] is None and row["miou"] == 0.5
@@ -359,7 +440,7 @@ def test_plots_are_written_and_reproducible(world, tmp_path):
         plots.g_metrics(rows, tmp_path / f"g_{name}.png")
     assert (tmp_path / "fpr_a.png").read_bytes() == (tmp_path / "fpr_b.png").read_bytes()
     assert Image.open(tmp_path / "g_a.png").size[0] > 300
-    cache = FC.open_cache(FC.cache_dir(results, "s4", "test"))
+    cache = FC.open_cache(cache_dir(results, "s4", "test"))
     _write_preds(tmp_path / "p", "seed0", cache, np.zeros((3, 5, S, S), np.uint8))
     preds = open_predictions(tmp_path / "p", "seed0")
     plots.qualitative(
@@ -457,8 +538,8 @@ def test_predict_and_score_on_cuda_agree_with_cpu(world, tmp_path):
     torch.manual_seed(0)
     model = build_model({"name": "small", "classifier": True})
     feats = _features(results, root, "s4", "positive", 0.0)
-    ds = AVSDataset(FC.cache_dir(results, "s4", "test"), feats, ["positive"])
-    cache = FC.open_cache(FC.cache_dir(results, "s4", "test"))
+    ds = AVSDataset(cache_dir(results, "s4", "test"), feats, ["positive"])
+    cache = FC.open_cache(cache_dir(results, "s4", "test"))
     cpu = predict(model, ds, "positive", tmp_path / "cpu", "seed0", torch.device("cpu"))
     gpu = predict(
         model.to("cuda"), ds, "positive", tmp_path / "gpu", "seed0", torch.device("cuda"), amp=True
@@ -468,5 +549,5 @@ def test_predict_and_score_on_cuda_agree_with_cpu(world, tmp_path):
     assert diff.mean() < 3  # bf16 autocast: close, not bit-equal
     on_cpu = score(cpu, cache, "positive", device="cpu")
     on_gpu = score(cpu, cache, "positive", device="cuda")
-    for key in ("miou", "fscore", "fscore_avsbench"):
+    for key in ("miou", "fscore", "fscore_dataset"):
         assert on_gpu[key] == pytest.approx(on_cpu[key], abs=1e-9)

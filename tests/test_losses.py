@@ -36,7 +36,7 @@ def test_match_loss_targets_the_cells_the_mask_touches():
     # d BCE / d logit = sigmoid(logit) - target, over 4 cells of one valid frame
     assert torch.allclose(logits.grad[0, 0], (0.5 - want) / 4)
     assert torch.equal(logits.grad[1], torch.zeros(1, 2, 2))  # invalid frame: no gradient
-    assert math.isclose(float(loss), math.log(2.0), rel_tol=1e-6)
+    assert math.isclose(float(loss.detach()), math.log(2.0), rel_tol=1e-6)
     best = (want * 60.0 - 30.0).reshape(1, 1, 2, 2)
     assert float(match_loss(best, masks[:1])) < 1e-6
     assert float(match_loss(-best, masks[:1])) > 29  # the opposite map

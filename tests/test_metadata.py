@@ -7,7 +7,7 @@ from helpers import write_csv
 
 from avsrobust import layout
 from avsrobust.errors import InputError
-from avsrobust.metadata import read_clips, read_ms3, read_s4
+from avsrobust.metadata import check_split_sizes, read_clips, read_ms3, read_s4
 
 
 def test_reads_s4_and_ms3_with_groups(tiny_root):
@@ -114,3 +114,23 @@ def test_real_avss_rows_outside_v1m_are_not_read(tiny_root):
     ms3 = {c.video: c for c in read_ms3(tiny_root)}
     assert ms3["-ms3aaaaaaa"].groups == {"human", "music"}
     assert ms3["ms3eeeeeeee"].groups == frozenset()  # no v1m row: reported by the planner
+
+
+def test_empty_splits_warn_and_fail_where_a_step_needs_them(tiny_root):
+    path = tiny_root / layout.META_FILES["s4"]
+    clips = read_s4(tiny_root)  # train and test, no val
+    notes = check_split_sizes("s4", clips, ("train", "val", "test"), {}, path)
+    assert notes == [
+        f"{path}: s4: lists no clips in split 'val': its negatives, features and "
+        "frame cache will be empty"
+    ]
+    needs = {"train": "training", "val": "training (validation)", "test": "evaluation"}
+    with pytest.raises(InputError, match=r"split\(s\) \['val'\]: training \(validation\) needs"):
+        check_split_sizes("s4", clips, ("train", "val", "test"), needs, path)
+    # a header-only CSV: every split is empty
+    write_csv(path, ["name", "start", "category", "split"], [])
+    assert read_s4(tiny_root) == []
+    assert "holds no rows (header only?)" in check_split_sizes("s4", [], ("test",), {}, path)[0]
+    with pytest.raises(InputError, match="holds no rows .* evaluation needs 'test'") as err:
+        check_split_sizes("s4", [], ("train", "test"), {"test": "evaluation"}, path)
+    assert str(path) in str(err.value) and "leave s4 out of `datasets`" in str(err.value)

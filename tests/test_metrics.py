@@ -4,7 +4,6 @@ published AVSBench definitions (``mask_iou``, ``Eval_Fmeasure`` / ``_eval_pr``).
 from __future__ import annotations
 
 import gc
-import json
 import math
 import weakref
 
@@ -413,30 +412,10 @@ def test_update_holds_no_reference_to_inputs_and_accumulates_float64():
     assert all(r() is None for r in refs)
 
 
-def test_summarise_is_json_and_states_definitions():
+def test_avsbench_fscore_meter_records_its_batches():
     lg, gt = _random_case(8, 6, p_empty=0.0)
-    iou, f = M.IoUMeter(), M.FScoreMeter("avsbench")
-    iou.update(lg, gt)
+    f = M.FScoreMeter("avsbench")
     f.update(lg[:3], gt[:3])
     f.update(lg[3:], gt[3:])
-    neg = {"silence": M.FPRMeter(), "noise": M.FPRMeter()}
-    vb = {"silence": M.IoUMeter()}
-    neg["silence"].update(torch.full((6, 6, 5), -2.0))
-    neg["noise"].update(lg)
-    vb["silence"].update(torch.full((6, 6, 5), -2.0), gt)
-    out = M.summarise(iou, f, neg, vb)
-    text = json.dumps(out, allow_nan=False)
-    assert "255 thresholds" in out["definition"] and "per-batch" in out["definition"]
-    assert out["metrics_version"] == M.METRICS_VERSION
-    assert out["positive"]["fscore_batch_size"] == 3 and out["positive"]["fscore_n_batches"] == 2
-    assert out["negative"]["silence"]["fpr"] == 0.0
-    assert out["negative"]["silence"]["visual_bias_miou"] == 0.0
-    fpr_neg = (0.0 + out["negative"]["noise"]["fpr"]) / 2
-    assert out["g"]["g_miou"] == pytest.approx(math.sqrt(iou.compute() * (1 - fpr_neg)))
-    assert json.loads(text)["g"]["per_type"]["silence"]["g_miou"] == pytest.approx(
-        math.sqrt(iou.compute())
-    )
-    empty = M.summarise(M.IoUMeter(), M.FScoreMeter())
-    json.dumps(empty, allow_nan=False)
-    assert empty["positive"]["miou"] is None and empty["g"] is None
-    assert "dataset-mean curve" in empty["definition"]
+    assert f.n_batches == 2 and sorted(set(f.batch_sizes)) == [3]
+    assert f.compute() == pytest.approx((M.fscore(lg[:3], gt[:3]) + M.fscore(lg[3:], gt[3:])) / 2)

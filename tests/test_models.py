@@ -14,21 +14,14 @@ import torchvision
 from torch import nn
 
 from avsrobust.errors import ConfigError, InputError
-from avsrobust.manifest import sha256_file
+from avsrobust.hashing import sha256_file
 from avsrobust.models import TPAVI, VGGish, build_model, count_parameters
 from avsrobust.weights import load_resnet50, load_vggish
 
 T = 5
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    """The test machine has two cores shared with other jobs; extra threads only thrash."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("few_threads")  # 1 thread: the machine has 2 shared cores
 
 
 def _inputs(n: int = T, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +89,7 @@ def test_vggish_shape() -> None:
 
 
 def test_config_errors() -> None:
-    with pytest.raises(ValueError, match="valid names: tpavi, small"):
+    with pytest.raises(ValueError, match="valid names: tpavi, avsegformer, small"):
         build_model({"name": "resnet"})
     with pytest.raises(ConfigError, match="'tpavi_stage'"):
         build_model({"name": "tpavi", "tpavi_stage": [0]})

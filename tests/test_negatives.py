@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from helpers import tone
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -99,9 +100,11 @@ def test_offscreen_conforms_a_stereo_44k_donor(tmp_path):
 
 
 @pytest.mark.parametrize("negtype", ["silence", "noise", "offscreen"])
-def test_negative_copies_the_positive_format(tmp_path, negtype):
-    fmt = AudioFormat(22050, 2, 22050 * 4, "PCM_24")
-    write_wav(tmp_path / "pos.wav", tone(fmt), fmt)
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
+def test_negative_copies_the_positive_format(tmp_path, negtype, subtype):
+    """Every linear PCM / float WAV subtype, positive written by libsndfile (not by us)."""
+    fmt = AudioFormat(22050, 2, 22050 * 4, subtype)
+    sf.write(str(tmp_path / "pos.wav"), tone(fmt), 22050, subtype=subtype, format="WAV")
     write_wav(tmp_path / "donor.wav", tone(AudioFormat(), 800), AudioFormat())
     out = tmp_path / "neg.wav"
     generate_negative(
@@ -115,6 +118,13 @@ def test_negative_copies_the_positive_format(tmp_path, negtype):
         tmp_path / "donor.wav",
     )
     assert audio_format(out) == fmt
+    info = sf.info(str(out))  # libsndfile's view, not our reader's
+    assert (info.subtype, info.channels, info.samplerate, info.frames) == (
+        subtype,
+        2,
+        22050,
+        22050 * 4,
+    )
 
 
 def test_offscreen_without_donor_is_an_error(tmp_path):
@@ -192,3 +202,43 @@ def test_relevant_settings_per_type():
     assert s.relevant("noise") == {"seed": 4, "noise_colour": "pink", "noise_level_dbfs": -25.0}
     assert s.relevant("silence") == {"seed": 4, "silence_dither_dbfs": None}
     assert NegativeSettings(**s.relevant("noise")) == s
+
+
+# ----------------------------------------------------------------------------- per-clip jobs
+def test_in_process_jobs_write_the_clip_generate_negative_writes(tiny_root, tmp_path):
+    """The bodies of the negative_audio / offscreen_audio run: blocks, named by wildcards."""
+    from types import SimpleNamespace
+
+    from avsrobust import layout
+    from avsrobust.metadata import read_clips
+    from avsrobust.offscreen_plan import plan_donors, write_plan
+    from avsrobust.workflow_jobs import negative_job
+
+    clips = read_clips(tiny_root, "s4")
+    rows, _ = plan_donors(clips, seed=0)
+    plan = tmp_path / "plan.tsv"
+    write_plan(plan, rows)
+    clip = next(c for c in clips if c.split == "train")
+    wildcards = SimpleNamespace(data=layout.DATA_DIRS["s4"], split=clip.split, item=clip.item)
+    settings = NegativeSettings(seed=5)
+    for negtype, kwargs in (("noise", {}), ("offscreen", {"plan": plan})):
+        out, log = tmp_path / f"{negtype}.wav", tmp_path / f"{negtype}.log"
+        negative_job(settings, tiny_root, wildcards, negtype, out, log, **kwargs)
+        donor = next(r.donor for r in rows if r.target.video == clip.video)
+        want = tmp_path / f"want_{negtype}.wav"
+        generate_negative(
+            settings,
+            "s4",
+            clip.split,
+            clip.video,
+            negtype,
+            layout.positive_wav(tiny_root, clip),
+            want,
+            layout.positive_wav(tiny_root, donor) if negtype == "offscreen" else None,
+        )
+        assert _sha(out) == _sha(want), negtype
+        assert log.read_text().startswith(f"s4\t{clip.split}\t{clip.item}\t{negtype}\t")
+    with pytest.raises(ValueError, match="plan"):
+        negative_job(settings, tiny_root, wildcards, "offscreen", tmp_path / "x.wav", log)
+    with pytest.raises(ValueError, match="plan"):
+        negative_job(settings, tiny_root, wildcards, "noise", tmp_path / "x.wav", log, plan=plan)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,7 +15,14 @@ from avsrobust.groups import (
     forbidden_donor_groups,
 )
 from avsrobust.layout import Clip
-from avsrobust.offscreen_plan import PlanError, format_plan, plan_donors, plannable, read_plan
+from avsrobust.offscreen_plan import (
+    PlanError,
+    format_plan,
+    plan_donors,
+    plannable,
+    read_fallbacks,
+    read_plan,
+)
 
 
 def s4(video, category, split="train"):
@@ -111,6 +120,90 @@ def test_plan_tsv_round_trip(tmp_path):
     plan = read_plan(tmp_path / "plan.tsv")
     assert plan[("train", "-x")] == (rows[0].donor.video, rows[0].donor.category)
     assert format_plan(plan_donors(clips, 3)[0]) == text
+
+
+def _real_ms3_like():
+    """A split where 'full' covers every group that is not excluded (like the 11 real MS3
+    clips, e.g. 28XJmUz906g_0: animal + device + human + music)."""
+    return [
+        ms3("full", ["dog", "bus", "man", "guitar"]),
+        ms3("b", ["guitar"]),
+        ms3("c", ["bus"]),
+        ms3("d", ["cat", "car"]),
+        ms3("g", ["wolf"]),
+        ms3("e", ["man"], split="val"),
+        ms3("f", ["dog"], split="val"),
+        ms3("h", ["bus"], split="val"),
+    ]
+
+
+def test_fallback_draws_any_other_clip_of_the_split_and_flags_it(tmp_path):
+    clips = _real_ms3_like()
+    legal, skipped = plan_donors(clips, 0, policy="skip")
+    rows, issues = plan_donors(clips, 0, policy="fallback")
+    assert set(skipped) == set(issues) == {"full", "d"}
+    assert plannable(clips, "fallback") == clips
+    by_target = {r.target.video: r for r in rows}
+    assert set(by_target) == {c.video for c in clips}
+    for video in ("full", "d"):
+        r = by_target[video]
+        assert r.fallback and r.donor.split == "train" and r.donor.video != video
+    # clips with a legal donor keep exactly the donor they get under skip
+    assert [(r.target, r.donor) for r in rows if not r.fallback] == [
+        (r.target, r.donor) for r in legal
+    ]
+    # the draw is the clip's own: same donor in any order, with any other split present
+    again, _ = plan_donors(list(reversed(clips[:5])), 0, policy="fallback")
+    assert {r.target.video: r.donor.video for r in again} == {
+        v: r.donor.video for v, r in by_target.items() if r.target.split == "train"
+    }
+    # the plan flags it in its own column and keeps the donor columns
+    path = tmp_path / "plan.tsv"
+    path.write_text(format_plan(rows))
+    header = path.read_text().splitlines()[0].split("\t")
+    assert header[4:6] == ["donor", "donor_category"] and header[-1] == "fallback"
+    assert read_fallbacks(path) == {("train", "full"), ("train", "d")}
+    assert read_plan(path)[("train", "full")] == (by_target["full"].donor.video, "")
+
+
+def test_fallback_uses_every_other_clip_over_seeds():
+    clips = _real_ms3_like()[:5]
+    donors = {
+        next(
+            r for r in plan_donors(clips, seed, "fallback")[0] if r.target.video == "full"
+        ).donor.video
+        for seed in range(60)
+    }
+    assert donors == {"b", "c", "d", "g"}
+
+
+def test_fallback_still_stops_on_missing_metadata_and_lonely_clips():
+    clips = [
+        ms3("a", ["man"]),
+        ms3("b", ["dog"]),
+        Clip("ms3", "train", "-nogroups", "", frozenset()),
+    ]
+    with pytest.raises(PlanError, match="-nogroups: no sounding-object groups"):
+        plan_donors(clips, 0, policy="fallback")
+    with pytest.raises(PlanError, match="no other clip in split 'test'"):
+        plan_donors([ms3("a", ["man"]), ms3("z", ["dog"], split="test")], 0, "fallback")
+
+
+def test_fail_message_names_the_policies():
+    with pytest.raises(PlanError, match="skip .* or fallback"):
+        plan_donors(_real_ms3_like(), 0, policy="fail")
+    with pytest.raises(ValueError, match="unknown offscreen policy"):
+        plan_donors(_real_ms3_like(), 0, policy="random")
+
+
+def test_schema_offers_every_policy():
+    import yaml
+
+    from avsrobust.offscreen_plan import POLICIES
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "config/schema.yaml").read_text())
+    on_missing = schema["properties"]["offscreen"]["properties"]["on_missing"]
+    assert tuple(on_missing["enum"]) == POLICIES
 
 
 def test_veto_redraws_only_vetoed_donors():

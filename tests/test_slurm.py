@@ -1,8 +1,9 @@
 """The workflow on a real one-node SLURM cluster (tests/slurm/slurm_local.sh start).
 
-Checked from SLURM's own records (scontrol, squeue) rather than from what
+Checked from SLURM's own records (scontrol, jobcomp) rather than from what
 Snakemake says it did: GPU rules asked for a GPU, CPU rules did not, and the
-per-clip jobs went out as a few grouped submissions.
+per-clip jobs never went to SLURM: they ran inside the main Snakemake process
+on the submit host, one submission per heavy job.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import sha_tree
+from test_workflow import job_counts, sha_tree
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(REPO / ".venv" / "bin" / "snakemake")
@@ -34,8 +36,9 @@ SLURM_TINY = {
         "ms3_videos": {"train": 0, "val": 0, "test": 0},
     },
 }
-GROUP_SIZE = 5
 VIDEOS = 6
+#: rules that run inside the main Snakemake process (localrules), never on SLURM
+LOCAL_RULES = {"all", "offscreen_plan", "negative_audio", "offscreen_audio"}
 #: rules that ask for a GPU: features (features.gpus), train and evaluate (default 1 each)
 GPU_RULES = {"audio_features": 3 * 4, "train": 2, "evaluate": 2 * 4}
 
@@ -69,6 +72,7 @@ def run(workdir: Path, config: dict, *args: str, snakefile: Path = REPO / "Snake
         str(snakefile),
         "--directory",
         str(workdir),
+        *args,  # before --configfile and --sdm, which take every word after them
         "--configfile",
         str(workdir / "config.yaml"),
         "--profile",
@@ -76,7 +80,6 @@ def run(workdir: Path, config: dict, *args: str, snakefile: Path = REPO / "Snake
         # No conda on the test machine: the jobs run in the test venv.
         "--sdm",
         "env-modules",
-        *args,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=960)
 
@@ -100,7 +103,7 @@ def scontrol(jobid: int) -> str:
 @pytest.fixture(scope="module")
 def slurm_run(cluster, tmp_path_factory):
     work = tmp_path_factory.mktemp("slurm")
-    proc = run(work, SLURM_TINY, "--group-components", f"negative_audio={GROUP_SIZE}")
+    proc = run(work, SLURM_TINY)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-6000:]
     return work, text
@@ -158,21 +161,46 @@ def test_gpu_rules_asked_slurm_for_a_gpu_and_cpu_rules_did_not(slurm_run):
         assert "JOB_GRES=(null)" in record
 
 
-def test_per_clip_jobs_went_out_as_grouped_submissions(slurm_run):
-    _, text = slurm_run
+def slurm_records(workdir: Path) -> list[str]:
+    """SLURM's completion records (jobcomp) of the jobs that ran in ``workdir``."""
+    env = subprocess.run(["bash", str(CLUSTER), "env"], capture_output=True, text=True).stdout
+    jobcomp = re.search(r"SLURM_LOCAL_JOBCOMP=(\S+)", env)[1]
+    lines = Path(jobcomp).read_text().splitlines()
+    return [line for line in lines if f"WorkDir={workdir} " in line]
+
+
+@pytest.fixture(scope="module")
+def audio_run(cluster, tmp_path_factory):
+    """Only the negative audio (every split's manifest): the benchmark's (d) at tiny scale."""
+    work = tmp_path_factory.mktemp("slurm_audio")
+    targets = [f"results/robust/s4/{split}.manifest.tsv" for split in ("train", "val", "test")]
+    proc = run(work, SLURM_TINY, *targets)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-6000:]
+    return work, text
+
+
+def test_per_clip_jobs_ran_in_the_main_snakemake_process_not_on_slurm(audio_run):
+    work, text = audio_run
     jobs = submitted(text)
-    groups = [j for j, log in jobs.items() if "/group_negative_audio" in log]
-    clips = 3 * VIDEOS
-    assert len(groups) == -(-clips // GROUP_SIZE)  # ceil: 18 clips in groups of 5 -> 4
     assert not any(
-        "/rule_negative_audio" in log or "/rule_offscreen_audio" in log for log in jobs.values()
+        f"/rule_{r}/" in log or "/group_" in log for r in LOCAL_RULES for log in jobs.values()
     )
-    for jobid in groups:
-        record = scontrol(jobid)
-        assert "JobState=COMPLETED" in record
-        assert re.search(r"NumCPUs=[1-9]", record)
-    # and the grouped work is all there
-    assert "negative_audio" in text and "offscreen_audio" in text
+    # Every per-clip job logged where it ran: one process, on this host, outside SLURM.
+    logs = sorted((work / "logs/robust").rglob("audio_wav_*/**/*.log"))
+    assert len(logs) == 3 * VIDEOS
+    where = {tuple(f.read_text().rstrip("\n").split("\t")[-3:]) for f in logs}
+    assert len(where) == 1, where
+    host, _pid, slurm_job = next(iter(where))
+    assert host == f"host={socket.gethostname()}" and slurm_job == "slurm_job="
+    # One submission per job of the other rules, and SLURM saw exactly those.
+    counts = job_counts(text[text.index("Job stats:") :].split("\n\n")[0])
+    heavy = sum(n for rule, n in counts.items() if rule not in LOCAL_RULES | {"total"})
+    assert counts["negative_audio"] == 2 * VIDEOS and counts["offscreen_audio"] == VIDEOS
+    assert len(jobs) == heavy == 1 + 3  # the synthetic tree and the three manifests
+    records = slurm_records(work)
+    assert len(records) == heavy
+    assert all("JobState=COMPLETED" in r for r in records)
 
 
 def test_dry_run_with_the_slurm_profile(cluster, tmp_path):

@@ -26,6 +26,7 @@ from avsrobust.synthetic import (
     MS3_VISIBLE_OBJECTS,
     S4_AVSS_OBJECT,
     SyntheticConfig,
+    avss_rows,
     clip_files,
     clip_objects,
     generate,
@@ -93,32 +94,56 @@ def test_metadata_columns(tree: Path) -> None:
         assert next(csv.reader(f)) == ["video_id", "split"]
     with open(tree / AVSS_META, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["vid", "uid", "a_obj", "split", "label"]
-    assert [r["label"] for r in rows].count("v1s") == 10
-    assert [r["label"] for r in rows].count("v1m") == 7
+    # the real AVSS file's columns, in its order
+    assert list(rows[0]) == ["vid", "uid", "s_min", "s_sec", "a_obj", "split", "label"]
+    labels = [r["label"] for r in rows]
+    assert labels.count("v1s") == 10 and labels.count("v1m") == 7 and labels.count("v2") >= 4
+    assert labels != sorted(labels), "labels interleave, as in the real file"
 
 
-def test_avss_objects_map_to_groups(tree: Path) -> None:
+def test_avss_file_looks_like_the_real_one(tree: Path) -> None:
+    """v1s rows with one (sometimes malformed) name, v2 rows with other vocabularies and
+    several rows per video; the reader takes exactly the v1m rows."""
     with open(tree / AVSS_META, newline="") as f:
         rows = list(csv.DictReader(f))
     index = synthetic_index(CFG)
     s4 = {c.video: c for c in index["s4"]}
     ms3 = {c.video: c for c in index["ms3"]}
+    v1s = [r for r in rows if r["label"] == "v1s"]
+    assert {r["vid"] for r in v1s} == set(s4)
+    malformed = [r for r in v1s if " " in r["a_obj"]]
+    assert len(malformed) == 1
+    for row in v1s:
+        name = S4_AVSS_OBJECT[s4[row["vid"]].category]
+        assert row["a_obj"] in (name, f"{name[0]} {name[1:]}")
+    v2 = [r for r in rows if r["label"] == "v2"]
+    v2_objects = {o for r in v2 for o in groups.split_objects(r["a_obj"])}
+    assert "girl" in v2_objects and v2_objects - set(groups.MS3_OBJECTS)
+    per_vid = [r["vid"] for r in v2]
+    assert any(per_vid.count(v) > 1 for v in per_vid), "a v2 video with several rows"
+    assert len({r["uid"] for r in rows}) == len(rows)
+    assert not {r["vid"] for r in v2} & (set(s4) | set(ms3))
     for row in rows:
-        objs = groups.split_objects(row["a_obj"])
-        assert all(o in groups.MS3_OBJECTS for o in objs)
-        found = frozenset(groups.MS3_OBJECT_GROUP[o] for o in objs)
         if row["label"] == "v1m":
             clip = ms3[row["vid"]]
+            objs = groups.split_objects(row["a_obj"])
             assert 1 <= len(objs) <= 2 and len(set(objs)) == len(objs)
-            assert found == clip.groups
+            assert frozenset(groups.MS3_OBJECT_GROUP[o] for o in objs) == clip.groups
             assert objs == [o.name for o in clip_objects(CFG, clip) if o.sounding]
-        else:
-            assert found == s4[row["vid"]].groups
-    # every S4 category's AVSS stand-in has the category's own sound group
-    for cat, obj in S4_AVSS_OBJECT.items():
-        assert groups.MS3_OBJECT_GROUP[obj] == groups.S4_CATEGORY_GROUP[cat]
+    # the reader meets v1s/v2 rows and keeps only the v1m groups
+    assert metadata.read_avss_objects(tree / AVSS_META) == {v: c.groups for v, c in ms3.items()}
     assert set(S4_AVSS_OBJECT) == set(groups.S4_CATEGORIES)
+
+
+def test_avss_typo_falls_on_a_horse_clip() -> None:
+    """The real v1s typo is 'h orse'; a tree with a horse clip holds exactly that."""
+    cfg = SyntheticConfig(s4_videos={"train": 23, "val": 0, "test": 0}, ms3_videos={})
+    rows = avss_rows(cfg, synthetic_index(cfg))
+    assert [r[4] for r in rows if " " in r[4]] == ["h orse"]
+    # without S4 clips there are no v1s rows, and v2 rows are still written
+    cfg = SyntheticConfig(s4_videos={}, ms3_videos={"train": 2})
+    rows = avss_rows(cfg, synthetic_index(cfg))
+    assert sorted({r[6] for r in rows}) == ["v1m", "v2"]
 
 
 def test_every_category_used_round_robin() -> None:
@@ -315,6 +340,10 @@ def test_video_ids_look_like_youtube_ids() -> None:
     assert len({v.lower() for v in ids}) == len(ids), "unique across datasets, any case"
     for d in ("s4", "ms3"):
         assert any(c.video.startswith("-") for c in index[d])
+        for split in ("train", "val", "test"):
+            first = [c.video for c in index[d] if c.split == split][:3]
+            # real ids such as '-...', '__GOGlHL23s', '_-2Juad6tOo' in every split
+            assert [first[0][:1], first[1][:2], first[2][:2]] == ["-", "__", "_-"]
     share = sum(v.startswith("-") for v in ids) / len(ids)
     assert 0.08 < share < 0.2
     assert any("_" in v[1:] for v in ids) and any("-" in v[1:] for v in ids)

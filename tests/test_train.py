@@ -12,15 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import build_dataset, cache_dir, feature_paths
 
 from avsrobust import frame_cache as FC
-from avsrobust.data import build_dataset, feature_paths
 from avsrobust.errors import ConfigError
 from avsrobust.losses import av_matching_loss, mask_loss, sounding_loss, total_loss
 from avsrobust.metadata import read_clips
 from avsrobust.models import build_model
+from avsrobust.resume import Preempted, request_preemption
+from avsrobust.step import flatten_batch, gate_logits
 from avsrobust.synthetic import SyntheticConfig, generate
-from avsrobust.train import Preempted, flatten_batch, gate_logits, request_preemption, train
+from avsrobust.train import train
 
 S = 32
 NEGATIVES = ("silence", "noise")
@@ -39,6 +41,7 @@ CFG = {
     "amp": False,
     "channels_last": False,
     "gate_with_classifier": False,
+    "cuda_graphs": False,  # the eager step; the graph tests switch it on
     "dataset": "s4",  # extra workflow keys are ignored
 }
 
@@ -69,7 +72,7 @@ def data(tmp_path_factory):
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
         clips = [c for c in read_clips(root, "s4") if c.split == split]
-        FC.build_cache(root, clips, FC.cache_dir(results, "s4", split), S)
+        FC.build_cache(root, clips, cache_dir(results, "s4", split), S)
         n = len(clips)
         _write_features(results, split, "positive", clips, rng.normal(size=(n, 5, 1, 96, 64)))
         _write_features(results, split, "silence", clips, np.full((n, 5, 1, 96, 64), -4.6))
@@ -194,33 +197,147 @@ def test_train_writes_metrics_and_checkpoints(full):
         assert r["train_items_silence"] == "2" and r["train_items_noise"] == "1"
         assert math.isfinite(float(r["train_loss"])) and float(r["train_av"]) > 0
     assert (out / "metrics.json").is_file()
-    for path in (out / "best.pt", out / "final.pt", ckpt / "last.pt"):
+    for path in (out / "best.pt", out / "final.pt"):
         ck = torch.load(path, weights_only=True)
         assert "model" in ck and ck["cfg"]["seed"] == CFG["seed"]
-    last = torch.load(ckpt / "last.pt", weights_only=True)
-    assert last["epoch"] == 3 and len(last["history"]) == 3 and "optimizer" in last
-    assert last["rng"]["sampler_epoch"] == 3
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["score"] == max(float(r["val_miou"]) for r in rows)
     assert summary["best_epoch"] == best["epoch"] and summary["start_epoch"] == 0
-    assert not list(out.glob(".*.tmp")) and not list(ckpt.glob(".*.tmp"))
+    assert not list(out.glob(".*.tmp"))
+    # a finished run keeps no resume state (a rerun of it is forced or changed: afresh)
+    assert not ckpt.exists()
     model = build_model(SMALL)
     model.load_state_dict(weights(out / "final.pt"))
 
 
-def test_resume_equals_uninterrupted(data, full, tmp_path):
+def test_a_finished_run_is_rerun_afresh(data, full, tmp_path):
+    """`--forcerun train` after a finished run resumed its 'epochs done', wrote no best.pt
+    and failed with MissingOutputException; a finished run now leaves nothing to resume."""
     _, ref, _ = full
-    first, out, ckpt = run(data, tmp_path, "resumed", epochs=1)
-    assert first["epochs"] == 1
-    one = weights(out / "final.pt")
-    assert any(not torch.equal(one[k], v) for k, v in weights(ref / "final.pt").items())
-    second, out2, _ = run(data, tmp_path, "resumed")
-    assert second["start_epoch"] == 1 and out2 == out
+    run(data, tmp_path, "again")
+    out = tmp_path / "again" / "out"
+    for name in ("best.pt", "final.pt", "metrics.tsv", "metrics.json"):
+        (out / name).unlink()  # Snakemake removes a forced job's outputs first
+    second, _, ckpt = run(data, tmp_path, "again")
+    assert second["start_epoch"] == 0
     assert_same_weights(out / "final.pt", ref / "final.pt")
-    rows = (out / "metrics.tsv").read_text().splitlines()
-    assert len(rows) == 1 + 3
-    with pytest.raises(ConfigError, match="lr"):
-        run(data, tmp_path, "resumed", lr=0.5)
+    assert_same_weights(out / "best.pt", ref / "best.pt")
+    assert len((out / "metrics.tsv").read_text().splitlines()) == 1 + 3
+    assert not ckpt.exists()
+
+
+def preempt_at(epoch: int):
+    """on_batch hook: request preemption at the first batch of ``epoch`` (0-based)."""
+
+    def on_batch(e, index, parts):
+        if (e, index) == (epoch, 0):
+            request_preemption()
+
+    return on_batch
+
+
+def test_a_changed_config_or_rebuilt_input_starts_afresh(data, full, tmp_path):
+    """A checkpoint of another config was refused with an error (the job failed on every
+    rerun); one trained on other inputs (a fixed mask, new features) was resumed."""
+    _, ref, _ = full
+    said: list[str] = []
+    train_ds, val_ds = data
+    out, ckpt = tmp_path / "c" / "out", tmp_path / "c" / "ckpt"
+
+    def go(**over):
+        cfg = {**CFG, **over}
+        return train(cfg, train_ds, val_ds, out, ckpt, "cpu", False, said.append, **hooks)
+
+    hooks = {"on_batch": preempt_at(1)}
+    with pytest.raises(Preempted):
+        go()
+    hooks = {}
+    summary = go(lr=0.5)
+    assert summary["start_epoch"] == 0
+    why = f"{ckpt / 'last.pt'}: written with a different config (lr: 0.01 -> 0.5); starting afresh"
+    assert why in said
+
+    hooks = {"on_batch": preempt_at(1)}
+    with pytest.raises(Preempted):
+        go()
+    noise = train_ds.files[-2]  # the train split's noise features, rebuilt
+    os.utime(noise, ns=(noise.stat().st_atime_ns, noise.stat().st_mtime_ns + 10**9))
+    hooks = {}
+    summary = go()
+    assert summary["start_epoch"] == 0
+    assert (
+        f"{ckpt / 'last.pt'}: trained on other input files ({noise} changed); starting afresh"
+        in said
+    )
+    assert_same_weights(out / "final.pt", ref / "final.pt")
+    # a checkpoint past the configured epochs is not resumed either
+    hooks = {"on_batch": preempt_at(2)}
+    with pytest.raises(Preempted):
+        go()
+    hooks = {}
+    assert go(epochs=1)["start_epoch"] == 0
+    assert (
+        f"{ckpt / 'last.pt'}: holds 2 epochs, more than the 1 configured; starting afresh" in said
+    )
+
+
+def test_preempted_after_the_best_epoch_resumes_every_output(data, tmp_path, monkeypatch):
+    """Snakemake deletes a failed job's outputs: the resumed run took `best` from last.pt,
+    never wrote best.pt again and ended in MissingOutputException."""
+    import avsrobust.train as T
+
+    real = T.validation_scores
+    scores = iter([0.9, 0.5, 0.2] * 3)
+
+    def falling(*args, **kwargs):  # the best epoch is the first
+        return {**real(*args, **kwargs), "val_miou": next(scores)}
+
+    monkeypatch.setattr(T, "validation_scores", falling)
+    ref, ref_out, _ = run(data, tmp_path, "ref")
+    assert ref["best_epoch"] == 1
+    with pytest.raises(Preempted) as err:
+        run(data, tmp_path, "pre", on_batch=preempt_at(2))
+    assert err.value.epoch == 2
+    out, ckpt = tmp_path / "pre" / "out", tmp_path / "pre" / "ckpt"
+    assert torch.load(ckpt / "best.pt", weights_only=True)["epoch"] == 1
+    for name in ("best.pt", "metrics.tsv", "metrics.json"):
+        (out / name).unlink(missing_ok=True)  # what Snakemake does to the failed job
+    summary, _, _ = run(data, tmp_path, "pre")
+    assert summary["start_epoch"] == 2 and summary["best_epoch"] == 1
+    for name in ("best.pt", "final.pt"):
+        assert_same_weights(out / name, ref_out / name)
+    assert torch.load(out / "best.pt", weights_only=True)["epoch"] == 1
+    assert len((out / "metrics.tsv").read_text().splitlines()) == 1 + 3
+    assert (out / "metrics.json").is_file() and not ckpt.exists()
+
+
+def test_a_half_committed_best_is_settled_on_resume(data, tmp_path):
+    """A kill between writing best.next.pt and last.pt (or before its rename)."""
+    from avsrobust.resume import Checkpoints
+
+    with pytest.raises(Preempted):
+        run(data, tmp_path, "half", on_batch=preempt_at(1))
+    ckpts = Checkpoints(tmp_path / "half" / "ckpt")
+    best = torch.load(ckpts.best, weights_only=True)
+    # killed after last.pt named epoch 1 as best, before the rename: the rename is finished
+    ckpts.best.rename(ckpts.pending)
+    # ... and a stray pending best of an epoch last.pt never recorded is dropped
+    summary, out, _ = run(data, tmp_path, "half", epochs=1)
+    assert summary["start_epoch"] == 1
+    restored = torch.load(out / "best.pt", weights_only=True)
+    assert restored["epoch"] == best["epoch"] == 1
+    assert all(torch.equal(restored["model"][k], v) for k, v in best["model"].items())
+    with pytest.raises(Preempted):
+        run(data, tmp_path, "stray", on_batch=preempt_at(1))
+    ckpts = Checkpoints(tmp_path / "stray" / "ckpt")
+    torch.save({**best, "epoch": 2}, ckpts.pending)
+    said: list[str] = []
+    train_ds, val_ds = data
+    cfg = {**CFG, "epochs": 1}
+    summary = train(
+        cfg, train_ds, val_ds, tmp_path / "stray" / "out", ckpts.dir, "cpu", False, said.append
+    )
+    assert summary["start_epoch"] == 1 and not ckpts.dir.exists()
 
 
 def test_baseline_trains_on_positives_only(data, tmp_path):
@@ -246,11 +363,15 @@ def test_sigusr1_preempts_then_resumes_exactly(data, full, tmp_path):
     assert seen[-1] == (1, 0)  # stopped at the next batch boundary
     ckpt = tmp_path / "pre" / "ckpt" / "last.pt"
     assert err.value.checkpoint == ckpt
-    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
+    last = torch.load(ckpt, weights_only=True)
+    assert last["epoch"] == 1 and len(last["history"]) == 1 and "optimizer" in last
+    assert last["rng"]["sampler_epoch"] == 1 and last["cfg"]["seed"] == CFG["seed"]
+    assert torch.load(ckpt.with_name("best.pt"), weights_only=True)["epoch"] == 1
     assert signal.getsignal(signal.SIGUSR1) is not request_preemption  # handler restored
     summary, out, _ = run(data, tmp_path, "pre")
     assert summary["start_epoch"] == 1
     assert_same_weights(out / "final.pt", ref / "final.pt")
+    assert_same_weights(out / "best.pt", ref / "best.pt")
 
 
 def test_preemption_in_first_epoch_leaves_no_checkpoint(data, tmp_path):
@@ -262,19 +383,24 @@ def test_preemption_in_first_epoch_leaves_no_checkpoint(data, tmp_path):
 
 # ------------------------------------------------------------------------- speed settings
 def test_speed_keys_are_checked():
-    from avsrobust.train import resolve_config
+    from avsrobust.train_config import resolve_config
 
-    c = resolve_config({})
-    assert c["deterministic"] is True and c["cuda_graphs"] is False and c["compile"] is False
+    c = resolve_config({})  # the schema's defaults (tests/test_config_files.py)
+    assert c["deterministic"] is True and c["cuda_graphs"] is True and c["compile"] is False
     for key in ("deterministic", "cuda_graphs", "compile"):
         with pytest.raises(ConfigError, match=key):
             resolve_config({key: "yes"})
     with pytest.raises(ConfigError, match="cannot both"):
         resolve_config({"cuda_graphs": True, "compile": True})
+    # negative ratios are checked where they enter train(), not again in the sampler
+    with pytest.raises(ConfigError, match=">= 0"):
+        resolve_config({"negative_ratios": {"noise": -0.1}})
+    with pytest.raises(ConfigError, match="unknown negative type"):
+        resolve_config({"negative_ratios": {"static": 0.1}})
 
 
 def test_determinism_settings_are_restored():
-    from avsrobust.train import determinism
+    from avsrobust.runtime import determinism
 
     before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     with determinism(False):
@@ -298,14 +424,12 @@ def test_cuda_graphs_key_trains_eagerly_on_cpu(data, full, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_graphed_step_matches_eager_cuda(data):
     """The captured step replays the eager step's maths on every batch, any shape."""
-    from avsrobust.train import (
-        GraphedTrainStep,
-        build_optimizer,
-        determinism,
-        prepare_model,
-        resolve_config,
-        train_step,
-    )
+    from avsrobust.cuda_graphs import GraphedTrainStep
+    from avsrobust.optim import build_optimizer
+    from avsrobust.runtime import determinism
+    from avsrobust.step import train_step
+    from avsrobust.train import prepare_model
+    from avsrobust.train_config import resolve_config
 
     dev = torch.device("cuda")
     train_ds, _ = data
@@ -358,11 +482,15 @@ def test_train_cuda_graphs_and_resume_cuda(data, tmp_path):
         torch.testing.assert_close(wg[key].float(), we[key].float(), rtol=1e-3, atol=1e-4, msg=key)
     # an eager (non-capturable) checkpoint resumed with graphs on, and the other way round
     out, ckpt = tmp_path / "mixed" / "out", tmp_path / "mixed" / "ckpt"
-    train({**cfg, "epochs": 1}, train_ds, val_ds, out, ckpt, "cuda", False)
-    summary = train(
-        {**cfg, "cuda_graphs": True, "epochs": 2}, train_ds, val_ds, out, ckpt, "cuda", False
-    )
-    assert summary["start_epoch"] == 1
+    said: list[str] = []
+    with pytest.raises(Preempted):
+        train(cfg, train_ds, val_ds, out, ckpt, "cuda", False, on_batch=preempt_at(1))
+    with pytest.raises(Preempted) as err:
+        graphs = {**cfg, "cuda_graphs": True}
+        train(
+            graphs, train_ds, val_ds, out, ckpt, "cuda", False, said.append, on_batch=preempt_at(2)
+        )
+    assert err.value.epoch == 2 and f"resuming from {ckpt / 'last.pt'}: 1 epoch(s) done" in said
     summary = train(cfg, train_ds, val_ds, out, ckpt, "cuda", False)
     assert summary["start_epoch"] == 2 and math.isfinite(summary["final_val_miou"])
 
@@ -371,24 +499,28 @@ def test_train_cuda_graphs_and_resume_cuda(data, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_failed_capture_falls_back_to_eager_cuda(data, monkeypatch):
     """A step that cannot be captured (a host sync inside) is trained eagerly instead."""
-    import avsrobust.train as T
+    import avsrobust.cuda_graphs as G
+    from avsrobust.optim import build_optimizer
+    from avsrobust.runtime import determinism
+    from avsrobust.train import prepare_model
+    from avsrobust.train_config import resolve_config
 
     dev = torch.device("cuda")
-    c = T.resolve_config({**CFG, "cuda_graphs": True})
-    real = T.train_step
+    c = resolve_config({**CFG, "cuda_graphs": True})
+    real = G.train_step
 
     def syncing_step(*args, **kwargs):
         parts = real(*args, **kwargs)
         float(parts["total"])  # host sync: illegal while capturing
         return parts
 
-    monkeypatch.setattr(T, "train_step", syncing_step)
+    monkeypatch.setattr(G, "train_step", syncing_step)
     train_ds, _ = data
     batch = torch.utils.data.default_collate([train_ds[0], train_ds[1]])
-    with T.determinism(True):
-        model = T.prepare_model(c, dev)
-        opt = T.build_optimizer(model, c, dev)
-        step = T.GraphedTrainStep(model, opt, c, dev, warmup=1)
+    with determinism(True):
+        model = prepare_model(c, dev)
+        opt = build_optimizer(model, c, dev)
+        step = G.GraphedTrainStep(model, opt, c, dev, warmup=1)
         losses = [float(step(flatten_batch(batch, dev))["total"]) for _ in range(4)]
     assert step.graph is None and step.capture_error and step.replays == 0
     assert step.eager_steps == 4 and all(math.isfinite(v) for v in losses)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,6 +84,45 @@ def test_unreadable_wav_is_named(tree):
     clip = _first(tree, "s4")
     wav = layout.positive_wav(tree, clip)
     wav.write_bytes(b"nope")
-    with pytest.raises(InputError, match="not a readable audio file") as err:
+    with pytest.raises(InputError, match="not a WAV file") as err:
         check(tree, "s4")
     assert str(wav) in str(err.value)
+
+
+@pytest.mark.parametrize("odd", [4, 1])
+def test_a_frame_of_another_size_is_named_itself(tree, odd):
+    """The error names the odd frame (frame 1 too when it is the odd one), not frame 1."""
+    clip = _first(tree, "ms3")
+    frame = layout.frame_png(tree, clip, odd)
+    Image.new("RGB", (16, 16)).save(frame)
+    with pytest.raises(InputError) as err:
+        check(tree, "ms3")
+    assert f"{frame}: frame {odd} is 16x16 px, the clip's other frames 32x32" in str(err.value)
+
+
+def test_fifos_in_the_data_tree_are_named_not_opened(tree):
+    """A named pipe where a WAV or PNG should be would block open() forever: the check runs
+    in a child with a deadline so that the old behaviour fails instead of hanging."""
+    clips = read_clips(tree, "s4")
+    wav = layout.positive_wav(tree, clips[0])
+    frame = layout.frame_png(tree, clips[1], 2)
+    for path in (wav, frame):
+        path.unlink()
+        os.mkfifo(path)
+    code = (
+        "import sys; from avsrobust import layout; from avsrobust.metadata import read_clips;"
+        "from avsrobust.validate import check_dataset; from avsrobust.errors import InputError\n"
+        f"root = {str(tree)!r}; clips = read_clips(root, 's4')\n"
+        "try:\n    check_dataset(root, clips, [layout.positive_wav(root, c) for c in clips])\n"
+        "except InputError as exc:\n    print(exc)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "workflow_scripts")},
+    )
+    assert "2 clip(s) with bad files" in proc.stdout, proc.stderr
+    assert f"{wav}: audio file is a FIFO, not a regular file" in proc.stdout
+    assert f"{frame}: frame 2 is a FIFO, not a regular file" in proc.stdout

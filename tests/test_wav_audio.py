@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -11,7 +14,7 @@ from avsrobust.errors import InputError
 from avsrobust.wav import AudioFormat, audio_format, encode_wav, read_wav, write_wav
 
 
-@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_32", "FLOAT"])
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
 def test_written_wav_reads_back_with_libsndfile(tmp_path, subtype):
     fmt = AudioFormat(22050, 2, 1000, subtype)
     rng = np.random.default_rng(0)
@@ -20,7 +23,14 @@ def test_written_wav_reads_back_with_libsndfile(tmp_path, subtype):
     info = sf.info(str(tmp_path / "x.wav"))
     assert (info.samplerate, info.channels, info.frames, info.subtype) == (22050, 2, 1000, subtype)
     back, rate = read_wav(tmp_path / "x.wav")
-    tol = {"PCM_16": 2**-15, "PCM_24": 2**-23, "PCM_32": 2**-31, "FLOAT": 1e-7}[subtype]
+    tol = {
+        "PCM_U8": 2**-7,
+        "PCM_16": 2**-15,
+        "PCM_24": 2**-23,
+        "PCM_32": 2**-31,
+        "FLOAT": 1e-7,
+        "DOUBLE": 1e-7,  # read back as float32
+    }[subtype]
     assert rate == 22050
     np.testing.assert_allclose(back, samples, atol=tol)
     assert audio_format(tmp_path / "x.wav") == fmt
@@ -54,8 +64,9 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b"", "not a readable audio file"),
-        (b"RIFF\x00\x00garbage" * 10, "not a readable audio file"),
+        (b"", "not a WAV file"),
+        (b"RIFF\x00\x00garbage" * 10, "not a WAV file"),
+        (b"RIFF\x10\x00\x00\x00WAVEfmt \xff\xff\x00\x00garbage", "not a readable audio file"),
     ],
 )
 def test_unreadable_audio_names_the_file(tmp_path, content, message):
@@ -110,3 +121,72 @@ def test_conform_never_exceeds_full_scale():
     assert out.shape == (80000, 1)
     assert np.abs(out).max() <= 1.0
     encode_wav(out, AudioFormat())  # would raise if any sample clipped
+
+
+def test_pcm_u8_is_unsigned_and_matches_libsndfile(tmp_path):
+    fmt = AudioFormat(8000, 1, 4, "PCM_U8")
+    write_wav(tmp_path / "ours.wav", np.array([-1.0, -0.5, 0.0, 0.5]), fmt)
+    sf.write(str(tmp_path / "ref.wav"), np.array([-1.0, -0.5, 0.0, 0.5]), 8000, subtype="PCM_U8")
+    ours, _ = sf.read(str(tmp_path / "ours.wav"), dtype="int16")
+    ref, _ = sf.read(str(tmp_path / "ref.wav"), dtype="int16")
+    assert ours.tolist() == ref.tolist()
+    data = (tmp_path / "ours.wav").read_bytes()
+    assert data[-4:] == bytes([0, 64, 128, 192])
+
+
+def _other_container(tmp_path, fmt_name: str) -> Path:
+    path = tmp_path / "clip.wav"
+    ext = {"MP3": ".mp3", "FLAC": ".flac", "OGG": ".ogg"}[fmt_name]
+    sf.write(str(tmp_path / f"x{ext}"), np.zeros(16000), 16000, format=fmt_name)
+    (tmp_path / f"x{ext}").rename(path)
+    return path
+
+
+@pytest.mark.parametrize("fmt_name", ["MP3", "FLAC"])
+def test_other_formats_renamed_wav_are_refused(tmp_path, fmt_name):
+    """libsndfile decodes an MP3 or FLAC named .wav; it is not what the file claims."""
+    path = _other_container(tmp_path, fmt_name)
+    for read in (audio_format, read_wav):
+        with pytest.raises(InputError, match="not a WAV file") as err:
+            read(path)
+        assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("subtype", ["ULAW", "ALAW", "IMA_ADPCM", "GSM610"])
+def test_wav_formats_negatives_cannot_copy_are_refused(tmp_path, subtype):
+    path = tmp_path / "clip.wav"
+    sf.write(str(path), np.zeros(16000), 16000, subtype=subtype, format="WAV")
+    with pytest.raises(InputError, match=f"WAV sample format {subtype}.*not supported"):
+        audio_format(path)
+
+
+def test_rf64_and_extensible_wavs_are_read(tmp_path):
+    for container in ("RF64", "WAVEX"):
+        path = tmp_path / f"{container}.wav"
+        sf.write(str(path), np.zeros((800, 2)), 16000, subtype="PCM_16", format=container)
+        assert audio_format(path) == AudioFormat(16000, 2, 800, "PCM_16")
+        assert read_wav(path)[0].shape == (800, 2)
+
+
+def test_a_wav_cut_short_is_reported_with_both_lengths(tmp_path):
+    path = tmp_path / "cut.wav"
+    write_wav(path, np.zeros(80000), AudioFormat())
+    data = path.read_bytes()
+    path.write_bytes(data[: 44 + 40000])  # 1.25 s of the declared 5 s
+    for read in (audio_format, read_wav):
+        with pytest.raises(InputError, match="cut short") as err:
+            read(path)
+        assert "160000 bytes" in str(err.value) and "1.250 s of 5.000 s" in str(err.value)
+    # a streamed WAV (size unknown in the header) is not "cut short"
+    stream = bytearray(data)
+    stream[40:44] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(stream))
+    assert audio_format(path).frames == 80000
+
+
+def test_a_fifo_is_refused_without_opening_it(tmp_path):
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    for read in (audio_format, read_wav):  # would block forever in open()
+        with pytest.raises(InputError, match="is a FIFO, not a regular file"):
+            read(fifo)

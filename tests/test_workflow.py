@@ -221,6 +221,19 @@ def test_corrupt_positive_wav_fails_with_its_name_and_leaves_nothing(tiny_root, 
         ({"negative_audio": {"noise_level_dbfs": 0}}, "noise_level_dbfs"),
         ({"seed": -1}, "seed"),
         ({"offscreen": {"on_missing": "ignore"}}, "ignore"),
+        # misspelt keys anywhere name the key and where it is
+        (
+            {"experiments": {"robust": {"negative_ratio": {"noise": 0.1}}}},
+            "experiments.robust: unknown key ('negative_ratio' was unexpected)",
+        ),
+        (
+            {"training": {"model": {"name": "small", "nmae": "x"}}},
+            "training.model: unknown key ('nmae' was unexpected)",
+        ),
+        (
+            {"training": {"per_dataset": {"ms3": {"epoch": 30}}}},
+            "training.per_dataset.ms3: unknown key ('epoch' was unexpected)",
+        ),
     ],
 )
 def test_bad_config_is_rejected_with_the_key(tmp_path, config, message):
@@ -237,6 +250,45 @@ def test_bad_metadata_is_reported_at_parse_time(tiny_root, tmp_path):
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "s4_meta_data.csv, row 8" in text and "path separator" in text
+
+
+def test_empty_splits_stop_the_dag_where_training_or_scoring_needs_them(tiny_root, tmp_path):
+    """A header-only metadata CSV gave empty manifests, features and caches, then training
+    and scoring on nothing; now the DAG stops, naming the file and the step, as soon as a
+    requested job would train or score on an empty split (building negatives only warns)."""
+    ms3 = tiny_root / "Multi-sources/ms3_meta_data.csv"
+    ms3.write_text("video_id,split\n")
+    config = {"avsbench_root": str(tiny_root), "datasets": ["ms3"]}
+    proc = snakemake(tmp_path / "a", config, "-n", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"Empty split: {ms3}: ms3: holds no rows (header only?): training needs 'train'" in text
+    # building only the robust audio: a warning, not an error
+    proc = snakemake(tmp_path / "b", config, "-n", "results/robust/ms3/test.manifest.tsv")
+    assert f"{ms3}: ms3: holds no rows (header only?): its outputs will be empty" in (
+        proc.stdout + proc.stderr
+    )
+    # S4 of tiny_root has no val split: training could not validate
+    s4 = tiny_root / "Single-source/s4_meta_data.csv"
+    config = {"avsbench_root": str(tiny_root), "datasets": ["s4"]}
+    proc = snakemake(tmp_path / "c", config, "-n", check=False)
+    assert proc.returncode != 0
+    assert f"{s4}: s4: lists no clips in split(s) ['val']: training (validation) needs" in (
+        proc.stdout + proc.stderr
+    )
+    # a test split whose every clip was skipped for want of an off-screen donor (scored
+    # through external predictions: training needs a val split tiny_root lacks)
+    ms3.write_text("video_id,split\n-ms3aaaaaaa,train\nms3bbbbbbbb,train\nms3dddddddd,test\n")
+    config = {
+        "avsbench_root": str(tiny_root),
+        "datasets": ["ms3"],
+        "splits": ["train", "test"],
+        "offscreen": {"on_missing": "skip"},
+        "external_predictions": {"theirs": {"ms3": str(tmp_path)}},
+    }
+    proc = snakemake(tmp_path / "d", config, "-n", check=False)
+    assert proc.returncode != 0
+    assert "ms3 test: no clip has an off-screen donor" in proc.stdout + proc.stderr
 
 
 def test_lint_passes():
@@ -284,9 +336,9 @@ def test_training_outputs_of_the_default_experiments(tiny_run):
                 assert negatives == 0
             else:
                 assert negatives > 0
-            ckpt = tiny_run / "results/checkpoints" / dataset / experiment / "seed1" / "last.pt"
-            assert ckpt.is_file()
-            assert torch.load(ckpt, weights_only=True)["cfg"]["seed"] == 1
+            assert torch.load(folder / "best.pt", weights_only=True)["cfg"]["seed"] == 1
+            # a finished run keeps no resume state (tests/test_train_workflow.py)
+            assert not (tiny_run / "results/checkpoints" / dataset / experiment / "seed1").exists()
 
 
 CONDITIONS = ("positive", "silence", "noise", "offscreen")
@@ -323,6 +375,12 @@ def test_evaluation_metrics_predictions_and_summary(tiny_run):
         assert abs(float(r["g_miou"]) - g) < 0.05  # mean of per-run values, near the value of means
     md = (results / "summary/summary.md").read_text()
     assert "G-mIoU" in md and "±" in md
+    # how many videos each condition scored, of the split (no clip skipped here)
+    for r in rows:
+        n_test = {"s4": "3", "ms3": "2"}[r["dataset"]]
+        assert r["videos_split"] == r["videos_offscreen"] == r["videos_positive"] == n_test
+        assert r["offscreen_fallback"] == "0" and r["avsbench_batch_videos"] == "4"
+    assert "- ms3: positive 2 of 2, silence 2 of 2, noise 2 of 2, offscreen 2 of 2" in md
     for name in ("fpr_by_type", "g_metrics", "qualitative_s4", "qualitative_ms3"):
         assert (results / f"summary/{name}.png").read_bytes()[:4] == b"\x89PNG"
 

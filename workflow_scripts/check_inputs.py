@@ -1,4 +1,4 @@
-"""Snakemake entry: check every WAV, frame and mask of one dataset."""
+"""Snakemake entry: check every WAV, frame and mask of one (dataset, split)."""
 
 from pathlib import Path
 
@@ -12,15 +12,12 @@ snakemake = globals()["snakemake"]
 
 
 def main(logger):
-    root, dataset = Path(snakemake.params.root), snakemake.wildcards.dataset
-    clips = [
-        c
-        for c in read_clips(root, dataset, snakemake.params.avss)
-        if c.split in snakemake.params.splits
-    ]
+    root = Path(snakemake.params.root)
+    dataset, split = snakemake.wildcards.dataset, snakemake.wildcards.split
+    clips = [c for c in read_clips(root, dataset, snakemake.params.avss) if c.split == split]
     report = check_dataset(root, clips, [layout.positive_wav(root, c) for c in clips])
     atomic_write_text(snakemake.output[0], report)
-    logger.info("%d %s clips checked: WAV, 5 frames and masks each", len(clips), dataset)
+    logger.info("%d %s %s clips checked: WAV, 5 frames and masks each", len(clips), dataset, split)
 
 
 run_script(main, snakemake.log[0])

@@ -16,12 +16,13 @@ def main(logger):
     from avsrobust.evaluate import condition_document, evaluate_runs, load_checkpoint, predict
     from avsrobust.frame_cache import open_cache
     from avsrobust.predictions import open_predictions, read_png_tree, write_index
+    from avsrobust.runtime import resolve_device
 
     torch.set_num_threads(max(1, snakemake.threads))
     p = dict(snakemake.params.cfg)
     cond, out_dir = p["condition"], Path(snakemake.output.predictions)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device("auto")
     cache_dir = Path(snakemake.input.cache).parent
     cache = open_cache(cache_dir)
     logger.info(
@@ -75,9 +76,9 @@ def main(logger):
                     run,
                     device,
                     batch_size=p["batch_size"],
-                    amp=cfg.get("amp", True),
-                    channels_last=cfg.get("channels_last", True),
-                    gate=cfg.get("gate_with_classifier", False),
+                    amp=cfg["amp"],
+                    channels_last=cfg["channels_last"],
+                    gate=cfg["gate_with_classifier"],
                     progress=True,
                 )
 

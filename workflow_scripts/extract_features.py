@@ -1,9 +1,7 @@
 """Snakemake entry: VGGish log-mel features of one (dataset, split, condition)."""
 
-import csv
 from pathlib import Path
 
-from avsrobust.atomic import atomic_open
 from avsrobust.joblog import run_script
 
 snakemake = globals()["snakemake"]
@@ -12,7 +10,9 @@ snakemake = globals()["snakemake"]
 def main(logger):
     import torch
 
-    from avsrobust.features import extract_features, resolve_device  # torch: once per job
+    from avsrobust.features import extract_features  # torch: once per job
+    from avsrobust.row_index import FEATURE_COLUMNS, write_index
+    from avsrobust.runtime import resolve_device
 
     torch.set_num_threads(max(1, snakemake.threads))
     device = resolve_device(snakemake.params.device)
@@ -26,13 +26,10 @@ def main(logger):
         progress=True,
         device=str(device),
     )
-    with atomic_open(snakemake.output.index, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        writer.writerow(["row", "video", "category", "path"])
-        for row, ((video, category), wav) in enumerate(
-            zip(snakemake.params.clips, wavs, strict=True)
-        ):
-            writer.writerow([row, video, category, wav])
+    rows = [
+        (video, cat, wav) for (video, cat), wav in zip(snakemake.params.clips, wavs, strict=True)
+    ]
+    write_index(snakemake.output.index, FEATURE_COLUMNS, rows)
     logger.info("done")
 
 

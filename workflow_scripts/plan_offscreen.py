@@ -9,7 +9,7 @@ snakemake = globals()["snakemake"]
 
 
 def main(logger):
-    dataset = snakemake.wildcards.dataset
+    dataset, policy = snakemake.wildcards.dataset, snakemake.params.policy
     clips = [
         c
         for c in read_clips(snakemake.params.root, dataset, snakemake.params.avss)
@@ -19,17 +19,25 @@ def main(logger):
     veto = (
         None if synthetic is None else visible_object_veto(SyntheticConfig.from_mapping(synthetic))
     )
-    rows, skipped = plan_donors(
-        clips,
-        snakemake.params.seed,
-        snakemake.params.policy,
-        where=f"{dataset} metadata",
-        veto=veto,
+    rows, issues = plan_donors(
+        clips, snakemake.params.seed, policy, where=f"{dataset} metadata", veto=veto
     )
-    for video, why in sorted(skipped.items()):
-        logger.warning("skipped %s: %s", video, why)
+    what = "fallback donor for" if policy == "fallback" else "skipped"
+    for video, why in sorted(issues.items()):
+        logger.warning("%s %s: %s", what, video, why)
     write_plan(snakemake.output[0], rows)
-    logger.info("%d donors planned, %d clips skipped", len(rows), len(skipped))
+    for split in snakemake.params.splits:
+        n = sum(c.split == split for c in clips)
+        planned = [r for r in rows if r.target.split == split]
+        logger.info(
+            "%s %s: off-screen donors for %d of %d clips (%d fallback donors, policy %s)",
+            dataset,
+            split,
+            len(planned),
+            n,
+            sum(r.fallback for r in planned),
+            policy,
+        )
 
 
 run_script(main, snakemake.log[0])

@@ -11,15 +11,22 @@ snakemake = globals()["snakemake"]
 def main(logger):
     import torch
 
-    from avsrobust.data import build_dataset
-    from avsrobust.train import Preempted, train
+    from avsrobust.data import AVSDataset
+    from avsrobust.resume import Preempted
+    from avsrobust.train import train
 
     torch.set_num_threads(max(1, snakemake.threads))
     cfg = dict(snakemake.params.cfg)
     dataset = cfg["dataset"]
     conditions = ("positive", *cfg["negatives"])
-    train_ds = build_dataset(cfg, dataset, "train", conditions=conditions)
-    val_ds = build_dataset(cfg, dataset, "val", conditions=conditions)
+    inp = snakemake.input
+
+    def split_data(split):
+        # the files the rule declared (common.smk, training_inputs), never rebuilt paths
+        features = {c: (inp[f"{split}_{c}"], inp[f"{split}_{c}_index"]) for c in conditions}
+        return AVSDataset(Path(inp[f"{split}_index"]).parent, features, conditions)
+
+    train_ds, val_ds = split_data("train"), split_data("val")
     out_dir = Path(snakemake.output.final).parent
     logger.info(
         "training %s on %s: %d train / %d val videos",

@@ -155,8 +155,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 DefMemPerCPU=1024
 ReturnToService=2
-# Keep finished jobs visible to squeue (the Snakemake plugin's status command) for 10 min.
-MinJobAge=600
+# Keep finished jobs visible to squeue (the Snakemake plugin's status command) and to the
+# tests' scontrol for an hour: a loaded machine takes more than 10 min for the tiny workflow.
+MinJobAge=3600
 MailProg=/bin/true
 GresTypes=gpu
 JobCompType=jobcomp/filetxt

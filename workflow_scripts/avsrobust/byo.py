@@ -21,7 +21,6 @@ import json
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +28,12 @@ import numpy as np
 
 from .atomic import atomic_write_text
 from .errors import ConfigError, InputError
-from .frame_cache import N_FRAMES, load_clip_masks
-from .layout import AVSS_META, DATASETS, NEGATIVE_TYPES, SPLITS, Clip
+from .frame_cache import GroundTruth, load_clip_masks
+from .layout import AVSS_META, CONDITIONS, DATASETS, N_FRAMES, SPLITS, Clip
 from .metadata import read_clips
+from .metrics import AVSBENCH_BATCH_VIDEOS
 from .predictions import PNG_FORMATS, open_predictions, read_png_tree, write_index
 from .summary import markdown_text, run_row
-
-CONDITIONS = ("positive", *NEGATIVE_TYPES)
-
-
-@dataclass(frozen=True)
-class GroundTruth:
-    """What scoring needs of a split: masks (IGNORE = not annotated) and the video index."""
-
-    masks: np.ndarray  # uint8 [N, 5, S, S]
-    videos: tuple[str, ...]
-    categories: tuple[str, ...]
 
 
 def load_ground_truth(root: str | Path, clips: Sequence[Clip], size: int) -> GroundTruth:
@@ -62,7 +51,7 @@ def score_tree(
     predictions: str | Path,
     conditions: Sequence[str],
     fmt: str = "auto",
-    avsbench_batch_videos: int = 1,
+    avsbench_batch_videos: int = AVSBENCH_BATCH_VIDEOS,
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Scores of every condition folder under ``predictions`` plus the G-metrics."""
@@ -124,7 +113,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=224, help="evaluation size in px (default 224)")
     p.add_argument("--format", default="auto", choices=PNG_FORMATS)
     p.add_argument("--avss", default="", help=f"AVSS metadata for MS3 (default <root>/{AVSS_META})")
-    p.add_argument("--avsbench-batch-videos", type=int, default=1)
+    p.add_argument(
+        "--avsbench-batch-videos",
+        type=int,
+        default=AVSBENCH_BATCH_VIDEOS,
+        help=f"videos per batch of the published F-score (default {AVSBENCH_BATCH_VIDEOS}, "
+        "as AVSBench's test.sh)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--out", help="write the scores as JSON here")
     return p

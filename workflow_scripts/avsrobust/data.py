@@ -20,8 +20,6 @@ This module imports torch; light workflow jobs must not import it.
 
 from __future__ import annotations
 
-import csv
-import math
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,47 +30,25 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .errors import ConfigError, InputError
-from .frame_cache import IGNORE, cache_dir, load_npy, open_cache
-from .layout import DATASETS, NEGATIVE_TYPES, SPLITS
+from .features import EXAMPLE_FRAMES, NUM_EXAMPLES, NUM_MEL_BINS
+from .frame_cache import FRAMES_FILE, IGNORE, INDEX_FILE, MASKS_FILE, load_npy, open_cache
+from .layout import CONDITIONS, NEGATIVE_TYPES
+from .row_index import FEATURE_COLUMNS, read_index
 from .seeding import item_rng, item_seed
 
-CONDITIONS = ("positive", *NEGATIVE_TYPES)
 #: Conditions a cached video may lack (clips the off-screen planner skipped).
 OPTIONAL_CONDITIONS = frozenset({"offscreen"})
-FEATURE_SHAPE = (5, 1, 96, 64)
-FEATURE_INDEX_COLUMNS = ("row", "video", "category", "path")
+FEATURE_SHAPE = (NUM_EXAMPLES, 1, EXAMPLE_FRAMES, NUM_MEL_BINS)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 FeatureFiles = tuple[str | Path, str | Path]  # (features .npy, index .tsv)
 
 
-def feature_paths(results: str | Path, dataset: str, split: str, condition: str) -> FeatureFiles:
-    """The workflow's feature array and index TSV of one (dataset, split, condition)."""
-    base = Path(results) / "features" / dataset / split
-    return base / f"{condition}.npy", base / f"{condition}.index.tsv"
-
-
 def read_feature_index(path: str | Path) -> dict[str, tuple[int, str]]:
     """video -> (row, category) from a features index TSV, checked row by row."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "feature index is missing")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        missing = [c for c in FEATURE_INDEX_COLUMNS if c not in (reader.fieldnames or ())]
-        if missing:
-            raise InputError(path, f"missing column(s) {missing}; found {reader.fieldnames}")
-        rows = list(reader)
-    out: dict[str, tuple[int, str]] = {}
-    for i, row in enumerate(rows):
-        if row["row"] != str(i):
-            raise InputError(path, f"row number {row['row']!r}, expected {i}", i + 2)
-        video = row["video"]
-        if video in out:
-            raise InputError(path, f"duplicate video {video!r}", i + 2)
-        out[video] = (i, row["category"] or "")
-    return out
+    rows = read_index(path, FEATURE_COLUMNS, "feature index is missing", unique_videos=True)
+    return {row["video"]: (i, row["category"] or "") for i, row in enumerate(rows)}
 
 
 def _preview(items: Sequence[str], limit: int = 5) -> str:
@@ -170,6 +146,13 @@ class AVSDataset(Dataset):
         return state
 
     # ------------------------------------------------------------ queries
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file the dataset reads: the frame cache's, then each condition's features
+        and row index (a checkpoint records them: :func:`avsrobust.resume.input_fingerprint`)."""
+        cache = tuple(self.cache_dir / name for name in (FRAMES_FILE, MASKS_FILE, INDEX_FILE))
+        return cache + tuple(path for cond in self.conditions for path in self._files[cond])
+
     def __len__(self) -> int:
         return len(self.videos)
 
@@ -257,15 +240,10 @@ class RobustSampler(Sampler):
         self.seed = int(seed)
         self.epoch = 0
         self._draws: list[tuple[str, np.ndarray, int]] = []
+        # the ratios themselves are checked where they enter (the schema, resolve_config);
+        # what only the data can tell is checked here
         for neg in (c for c in NEGATIVE_TYPES if c in ratios):
             ratio = ratios[neg]
-            if (
-                isinstance(ratio, bool)
-                or not isinstance(ratio, int | float)
-                or not math.isfinite(ratio)
-                or ratio < 0
-            ):
-                raise ConfigError(f"negative ratio of {neg} must be a number >= 0, got {ratio!r}")
             if neg not in dataset.conditions:
                 raise ConfigError(f"negative ratio given for {neg}, but the dataset lacks it")
             pool = np.asarray(dataset.indices_with(neg), dtype=np.int64)
@@ -304,27 +282,6 @@ class RobustSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
         return iter(self.epoch_items(self.epoch))
-
-
-def build_dataset(
-    cfg: Mapping[str, Any],
-    dataset: str,
-    split: str,
-    results: str | Path = "results",
-    conditions: Sequence[str] | None = None,
-) -> AVSDataset:
-    """The dataset of one (dataset, split) at the workflow's result paths.
-
-    ``conditions`` defaults to positive plus the config's ``negatives`` list.
-    """
-    if dataset not in DATASETS:
-        raise ConfigError(f"unknown dataset {dataset!r}; use {DATASETS}")
-    if split not in SPLITS:
-        raise ConfigError(f"unknown split {split!r}; use {SPLITS}")
-    if conditions is None:
-        conditions = ("positive", *cfg.get("negatives", ()))
-    files = {c: feature_paths(results, dataset, split, c) for c in conditions}
-    return AVSDataset(cache_dir(results, dataset, split), files, conditions)
 
 
 def seed_worker(worker_id: int) -> None:

@@ -12,9 +12,12 @@ workflow's models or from another codebase.
 
 What :func:`score` reports (definitions in :mod:`avsrobust.metrics`):
 
-* ``positive``: ``miou``, ``fscore`` (``dataset`` variant), ``fscore_avsbench``
-  (published variant with ``avsbench_batch_videos`` videos per batch),
-  ``n_videos``, ``n_frames`` (annotated frames);
+* ``positive``: ``miou``, ``fscore`` (the published AVSBench ``Eval_Fmeasure``:
+  per batch of ``avsbench_batch_videos`` videos, default 4 as AVSBench's
+  ``test.sh``, the max over 255 thresholds of the batch's mean F curve, then
+  the mean over batches; what papers report), ``fscore_dataset`` (ours: the
+  max of the mean curve over every frame of the set, batch independent),
+  ``avsbench_batch_videos``, ``n_videos``, ``n_frames`` (annotated frames);
 * a negative type: ``fpr``, ``nonempty_rate`` (frames), ``visual_bias_miou``
   (predictions under negative audio against the original masks), ``n_videos``,
   ``n_frames``.
@@ -33,8 +36,8 @@ from tqdm import tqdm
 
 from .data import AVSDataset, build_loader
 from .errors import ConfigError, InputError
-from .frame_cache import IGNORE, FrameCache
-from .metrics import METRICS_VERSION, FPRMeter, FScoreMeter, IoUMeter, _json_float
+from .frame_cache import IGNORE, GroundTruth
+from .metrics import AVSBENCH_BATCH_VIDEOS, FPRMeter, FScoreMeter, IoUMeter
 from .models import build_model
 from .predictions import (
     INDEX_FILE,
@@ -45,8 +48,14 @@ from .predictions import (
     uint8_to_logits,
     write_index,
 )
-from .summary import mean_std
-from .train import flatten_batch, predict_logits
+from .stats import METRICS_VERSION, json_float, mean_std
+from .step import flatten_batch, predict_logits
+from .train_config import resolve_config
+
+#: ``evaluation:`` defaults of config/schema.yaml for direct callers (the workflow passes
+#: the configured values); a test checks they equal the schema's (``AVSBENCH_BATCH_VIDEOS``,
+#: from :mod:`avsrobust.metrics`, too).
+BATCH_SIZE = 8
 
 
 # ----------------------------------------------------------------------------- models
@@ -54,7 +63,8 @@ def load_checkpoint(path: str | Path, device: torch.device) -> tuple[torch.nn.Mo
     """A model from a ``best.pt``/``final.pt`` written by :func:`avsrobust.train.train`.
 
     Loaded with ``weights_only=True`` (no unpickling of arbitrary objects); the
-    model is rebuilt from the config stored in the file.
+    model is rebuilt from the config stored in the file, which is returned completed
+    with the training defaults (:func:`~avsrobust.train_config.resolve_config`).
     """
     path = Path(path)
     if not path.is_file():
@@ -65,12 +75,12 @@ def load_checkpoint(path: str | Path, device: torch.device) -> tuple[torch.nn.Mo
         raise InputError(path, f"not a readable checkpoint ({exc})") from None
     if not isinstance(ck, dict) or "model" not in ck or "cfg" not in ck:
         raise InputError(path, "not a training checkpoint (needs 'model' and 'cfg')")
-    cfg = dict(ck["cfg"])
-    model_cfg = dict(cfg["model"])
-    # Pretrained file paths only matter for initialisation; the state dict has the weights.
-    for key in ("resnet50_weights", "vggish_weights", "resnet50_sha256", "vggish_sha256"):
-        model_cfg.pop(key, None)
-    model = build_model(model_cfg)
+    try:
+        cfg = resolve_config(ck["cfg"])
+    except ConfigError as exc:
+        raise InputError(path, f"checkpoint config is not a training config ({exc})") from None
+    # Pretrained weight files only matter for initialisation; the state dict has the weights.
+    model = build_model(cfg["model"], load_pretrained=False)
     try:
         model.load_state_dict(ck["model"])
     except RuntimeError as exc:
@@ -87,7 +97,7 @@ def predict(
     run: str,
     device: torch.device,
     *,
-    batch_size: int = 4,
+    batch_size: int = BATCH_SIZE,
     workers: int = 0,
     amp: bool = True,
     channels_last: bool = True,
@@ -120,7 +130,7 @@ def predict(
 
 
 # ----------------------------------------------------------------------------- scoring
-def _rows_in_cache(preds: Predictions, cache: FrameCache, where: str) -> np.ndarray:
+def _rows_in_cache(preds: Predictions, cache: GroundTruth, where: str) -> np.ndarray:
     """Cache row of every prediction row; the videos must be cached with the same category."""
     pos = {v: i for i, v in enumerate(cache.videos)}
     rows = np.empty(len(preds), dtype=np.int64)
@@ -141,18 +151,23 @@ def _rows_in_cache(preds: Predictions, cache: FrameCache, where: str) -> np.ndar
 
 def score(
     preds: Predictions,
-    cache: FrameCache,
+    cache: GroundTruth,
     condition: str,
     *,
     device: torch.device | str = "cpu",
-    avsbench_batch_videos: int = 1,
+    avsbench_batch_videos: int = AVSBENCH_BATCH_VIDEOS,
     chunk_videos: int = 32,
     where: str = "predictions",
 ) -> dict[str, Any]:
-    """Metrics of one condition's predictions against the frame cache's masks (streaming).
+    """Metrics of one condition's predictions against the ground truth (a frame cache or
+    masks read from an AVSBench copy), streaming.
 
-    ``avsbench_batch_videos``: videos per batch of the published F-score variant
-    (AVSBench's test loaders use 1). Predictions must be at the cache's size.
+    ``avsbench_batch_videos``: videos per batch of the published F-score, in
+    cache (metadata) order with a smaller last batch, as AVSBench's test loader
+    (``test.sh --test_batch_size 4``; its ``test.py`` default is 1). mIoU and FPR
+    are means over frames: they equal the published means of per-batch means
+    whenever the batch divides the split (740 S4 and 64 MS3 test videos at 4).
+    Predictions must be at the ground truth's size.
     """
     device = torch.device(device)
     if preds.probs.shape[2:] != cache.masks.shape[2:]:
@@ -188,18 +203,18 @@ def score(
     n_videos = int(len(rows))
     if positive:
         return {
-            "miou": _json_float(iou.compute()),
-            "fscore": _json_float(f_ds.compute()),
-            "fscore_avsbench": _json_float(f_pub.compute()),
+            "miou": json_float(iou.compute()),
+            "fscore": json_float(f_pub.compute()),
+            "fscore_dataset": json_float(f_ds.compute()),
             "avsbench_batch_videos": avsbench_batch_videos,
             "n_videos": n_videos,
             "n_frames": iou.n_frames,
         }
     r = fpr.compute()
     return {
-        "fpr": _json_float(r["fpr"]),
-        "nonempty_rate": _json_float(r["nonempty_rate"]),
-        "visual_bias_miou": _json_float(iou.compute()),
+        "fpr": json_float(r["fpr"]),
+        "nonempty_rate": json_float(r["nonempty_rate"]),
+        "visual_bias_miou": json_float(iou.compute()),
         "n_videos": n_videos,
         "n_frames": r["n_frames"],
     }
@@ -207,11 +222,11 @@ def score(
 
 def evaluate_runs(
     runs: Mapping[str, Callable[[], Predictions]],
-    cache: FrameCache,
+    cache: GroundTruth,
     condition: str,
     *,
     device: torch.device | str = "cpu",
-    avsbench_batch_videos: int = 1,
+    avsbench_batch_videos: int = AVSBENCH_BATCH_VIDEOS,
     log: Callable[[str], Any] | logging.Logger | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Score every run (``run name -> function that makes or opens its predictions``)."""

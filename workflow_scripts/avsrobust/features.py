@@ -16,20 +16,23 @@ never once per clip; light modules must not import it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import itertools
 import os
 import sys
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from numpy.lib.format import open_memmap
 
-from .atomic import atomic_path
+from .atomic import atomic_path, npy_memmap
 from .audio_ops import conform
 from .errors import InputError
+from .layout import N_FRAMES
+from .readahead import read_ahead
+from .runtime import resolve_device
 from .wav import AudioFormat, read_wav
 
 SAMPLE_RATE = 16000
@@ -41,7 +44,12 @@ LOWER_EDGE_HZ = 125.0
 UPPER_EDGE_HZ = 7500.0
 LOG_OFFSET = 0.01
 EXAMPLE_FRAMES = 96  # 0.96 s; examples do not overlap (hop 96)
-NUM_EXAMPLES = 5
+NUM_EXAMPLES = N_FRAMES  # one 0.96 s example per video frame
+#: ``features:`` defaults of config/schema.yaml, for direct use (CLI, tests); a test
+#: checks they equal the schema's. The workflow passes the configured values.
+BATCH_SIZE = 128
+SECONDS = 5.0
+DEVICE = "auto"
 
 
 def hertz_to_mel(hertz: np.ndarray | float) -> np.ndarray:
@@ -118,7 +126,7 @@ def vggish_logmel(waveforms: torch.Tensor, num_examples: int = NUM_EXAMPLES) -> 
         return examples.unsqueeze(2).contiguous()
 
 
-def load_clip(path: str | Path, seconds: float = 5.0) -> np.ndarray:
+def load_clip(path: str | Path, seconds: float = SECONDS) -> np.ndarray:
     """float32 [seconds * 16000] mono 16 kHz, normalised as the README documents.
 
     Resampled, downmixed, then zero-padded or cropped at the end by ``audio_ops``,
@@ -129,31 +137,23 @@ def load_clip(path: str | Path, seconds: float = 5.0) -> np.ndarray:
     return np.ascontiguousarray(conform(data, rate, fmt)[:, 0], dtype=np.float32)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: the GPU when this job got one (CUDA visible), else the CPU.
-
-    The same rule then runs on GPU and CPU nodes; results agree to ~1e-4, not
-    bit for bit, so the device is logged with every feature file.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def extract_features(
     wav_paths: Sequence[str | Path],
     out_npy: str | Path,
-    batch_size: int = 128,
-    seconds: float = 5.0,
+    batch_size: int = BATCH_SIZE,
+    seconds: float = SECONDS,
     progress: bool = False,
-    device: str = "cpu",
+    device: str = DEVICE,
 ) -> None:
     """Write [len(wav_paths), 5, 1, 96, 64] float32 features of the clips to ``out_npy``.
 
     Clips stream in batches (the next batch loads in threads while this one is
-    computed), so memory stays bounded for any split size. The array is written
-    through a memory map under a temporary name and renamed at the end: a failed or
-    killed job leaves no partial ``.npy`` that a rerun would trust. The file is a
+    computed), so memory stays bounded for any split size. ``device``: ``auto`` (the GPU
+    when the job has one; GPU and CPU results agree to ~1e-4, not bit for bit, so the
+    workflow logs the device), ``cpu`` or ``cuda[:N]``. The array is written
+    through a memory map (its space reserved first: a full disk raises
+    :class:`~avsrobust.errors.DiskFull`) under a temporary name and renamed at the
+    end: a failed or killed job leaves no partial ``.npy`` that a rerun would trust. The file is a
     plain ``.npy`` (no pickle), byte-identical to ``np.save`` of the same array.
     """
     if batch_size < 1:
@@ -161,31 +161,25 @@ def extract_features(
     paths = [Path(p) for p in wav_paths]
     dev = resolve_device(device)
     shape = (len(paths), NUM_EXAMPLES, 1, EXAMPLE_FRAMES, NUM_MEL_BINS)
-    starts = range(0, len(paths), batch_size)
     workers = max(1, min(8, os.cpu_count() or 1))
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="load_clip")
-
-    def submit(start: int) -> list[Future[np.ndarray]]:
-        return [pool.submit(load_clip, p, seconds) for p in paths[start : start + batch_size]]
-
-    try:
-        with atomic_path(out_npy) as tmp:
-            out = open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-            try:
-                pending = submit(0) if paths else []
-                for start in starts:
-                    clips = np.stack([f.result() for f in pending])
-                    pending = submit(start + batch_size) if start + batch_size < len(paths) else []
-                    feats = vggish_logmel(torch.from_numpy(clips).to(dev))
-                    out[start : start + len(clips)] = feats.cpu().numpy()
-                    if progress:
-                        done = start + len(clips)
-                        print(f"features: {done}/{len(paths)} clips", file=sys.stderr, flush=True)
-                out.flush()
-            finally:
-                del out  # unmap before the rename (or the unlink on error)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    # the next batch's clips load in threads while this batch is computed
+    loading = read_ahead(
+        functools.partial(load_clip, seconds=seconds), paths, workers, 2 * batch_size
+    )
+    with contextlib.closing(loading) as clips_in_order, atomic_path(out_npy) as tmp:
+        out = npy_memmap(tmp, np.float32, shape)  # space reserved: a full disk says so
+        try:
+            start = 0
+            while batch := list(itertools.islice(clips_in_order, batch_size)):
+                clips = np.stack(batch)
+                feats = vggish_logmel(torch.from_numpy(clips).to(dev))
+                out[start : start + len(clips)] = feats.cpu().numpy()
+                start += len(clips)
+                if progress:
+                    print(f"features: {start}/{len(paths)} clips", file=sys.stderr, flush=True)
+            out.flush()
+        finally:
+            del out  # unmap before the rename (or the unlink on error)
 
 
 def _read_list(path: Path) -> list[str]:
@@ -205,9 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("wavs", nargs="*", type=Path, help="WAV files")
     parser.add_argument("--list", type=Path, help="file with one WAV path per line")
     parser.add_argument("--out", type=Path, required=True, help="output .npy")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seconds", type=float, default=5.0, help="clip length (pad/crop)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--seconds", type=float, default=SECONDS, help="clip length (pad/crop)")
+    parser.add_argument("--device", default=DEVICE, help="auto (GPU if any), cpu or cuda[:N]")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
     try:

@@ -7,60 +7,42 @@ per clip, every epoch, in every worker. The cache holds, per (dataset, split):
 - ``masks.npy``  uint8 [N, 5, S, S]: 1 = sounding object, 0 = background,
   :data:`IGNORE` (255) on every pixel of a frame without annotation (S4 train
   frames 2-5), so "no annotation" can never be mistaken for "empty mask";
-- ``index.tsv``: ``row, video, category, split`` in the order of ``clips``.
+- ``index.tsv``: a row index (:mod:`avsrobust.row_index`) with ``row, video, category,
+  split`` in the order of ``clips``.
 
-Files are plain ``.npy`` (no pickle), written through ``open_memmap`` under
-temporary names and renamed at the end (``index.tsv`` last), so a killed job
-leaves no cache a rerun would trust, and the same inputs give the same bytes.
+Files are plain ``.npy`` (no pickle), written through memory maps whose space is
+reserved first (:func:`~avsrobust.atomic.npy_memmap`) under temporary names and
+renamed at the end (``index.tsv`` last), so a killed job leaves no cache a rerun
+would trust, a full disk says so, and the same inputs give the same bytes.
 This module does not import torch: the cache job stays light.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.format import open_memmap
 from PIL import Image
 
-from .atomic import atomic_path
+from .atomic import atomic_path, naming, npy_memmap
 from .errors import InputError
-from .layout import Clip, annotated_frames, frame_png, mask_png
+from .layout import N_FRAMES, Clip, annotated_frames, frame_png, mask_png
+from .png import FRAME_MODES, MASK_MODES, open_image
+from .readahead import read_ahead
+from .row_index import FRAME_CACHE_COLUMNS, index_text, read_index
 
-N_FRAMES = 5
 IGNORE = 255  #: mask value of frames without annotation
 FRAMES_FILE = "frames.npy"
 MASKS_FILE = "masks.npy"
 INDEX_FILE = "index.tsv"
-INDEX_COLUMNS = ("row", "video", "category", "split")
-
-
-def cache_dir(results: str | Path, dataset: str, split: str) -> Path:
-    """Where the workflow keeps the cache of one (dataset, split)."""
-    return Path(results) / "frame_cache" / dataset / split
-
-
-def _open_image(path: Path) -> Image.Image:
-    """Fully decoded image, or InputError naming the file (missing, truncated, not an image)."""
-    try:
-        with Image.open(path) as img:
-            img.load()  # decode now: truncated files fail here, not later
-            return img
-    except FileNotFoundError:
-        raise InputError(path, "image file is missing") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise InputError(path, f"unreadable image ({exc})") from None
 
 
 def load_frame(path: str | Path, size: int) -> np.ndarray:
     """uint8 [size, size, 3] RGB, resized bilinearly (PIL) when the file differs."""
-    img = _open_image(Path(path)).convert("RGB")
+    img = open_image(Path(path), modes=FRAME_MODES).convert("RGB")
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
@@ -74,14 +56,14 @@ def load_mask(path: str | Path, size: int) -> np.ndarray:
     channel is nonzero (alpha ignored). Resized nearest-neighbour, so the mask
     stays binary.
     """
-    img = _open_image(Path(path))
+    img = open_image(Path(path), modes=MASK_MODES)
     if img.mode == "P":
         arr = np.asarray(img)
     elif img.mode == "PA":
         arr = np.asarray(img)[..., 0]
-    elif img.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
+    elif img.mode in ("1", "L", "I", "I;16"):
         arr = np.asarray(img)
-    else:  # RGB, RGBA, LA, CMYK, ...
+    else:  # RGB, RGBA, LA
         arr = np.asarray(img.convert("RGB")).any(axis=-1)
     binary = (arr != 0).astype(np.uint8)
     if binary.shape != (size, size):
@@ -98,45 +80,10 @@ def load_clip_masks(root: str | Path, clip: Clip, size: int) -> np.ndarray:
     return masks
 
 
-def load_clip(root: str | Path, clip: Clip, size: int) -> tuple[np.ndarray, np.ndarray]:
+def load_clip_images(root: str | Path, clip: Clip, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(frames [5, S, S, 3], masks [5, S, S]) of one clip; IGNORE where not annotated."""
     frames = np.stack([load_frame(frame_png(root, clip, k), size) for k in range(1, N_FRAMES + 1)])
     return frames, load_clip_masks(root, clip, size)
-
-
-def _decoded(
-    root: str | Path, clips: Sequence[Clip], size: int, workers: int
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Clips in order; with workers > 1, a bounded window decodes ahead in threads
-    (PIL releases the GIL while decoding), so memory stays flat for any split."""
-    if workers <= 1:
-        for clip in clips:
-            yield load_clip(root, clip, size)
-        return
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="frame_cache")
-    try:
-        todo = iter(clips)
-        window: deque[Future] = deque()
-        for clip in todo:
-            window.append(pool.submit(load_clip, root, clip, size))
-            if len(window) >= 4 * workers:
-                break
-        while window:
-            result = window.popleft().result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                window.append(pool.submit(load_clip, root, nxt, size))
-            yield result
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _index_text(clips: Sequence[Clip]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
-    writer.writerow(INDEX_COLUMNS)
-    writer.writerows((row, c.video, c.category, c.split) for row, c in enumerate(clips))
-    return buf.getvalue()
 
 
 def build_cache(
@@ -169,58 +116,61 @@ def build_cache(
         atomic_path(out / FRAMES_FILE) as tmp_frames,
         atomic_path(out / MASKS_FILE) as tmp_masks,
     ):
-        frames = open_memmap(tmp_frames, mode="w+", dtype=np.uint8, shape=(n, N_FRAMES, s, s, 3))
-        masks = open_memmap(tmp_masks, mode="w+", dtype=np.uint8, shape=(n, N_FRAMES, s, s))
+        # space reserved first: a full disk raises DiskFull naming the file, not SIGBUS
+        frames = npy_memmap(tmp_frames, np.uint8, (n, N_FRAMES, s, s, 3))
+        masks = npy_memmap(tmp_masks, np.uint8, (n, N_FRAMES, s, s))
         try:
-            for i, (f, m) in enumerate(_decoded(root, clips, s, workers)):
-                frames[i] = f
-                masks[i] = m
+            # a bounded window decodes ahead in threads: memory stays flat for any split
+            decoding = read_ahead(
+                lambda clip: load_clip_images(root, clip, s), clips, workers, 4 * workers
+            )
+            with contextlib.closing(decoding) as decoded:
+                for i, (f, m) in enumerate(decoded):
+                    frames[i] = f
+                    masks[i] = m
             frames.flush()
             masks.flush()
         finally:
             del frames, masks  # unmap before the rename (or the unlink on error)
-        tmp_index.write_text(_index_text(clips), encoding="utf-8", newline="")
+        rows = ((c.video, c.category, c.split) for c in clips)
+        with naming(tmp_index):
+            tmp_index.write_text(
+                index_text(FRAME_CACHE_COLUMNS, rows), encoding="utf-8", newline=""
+            )
 
 
 @dataclass(frozen=True)
-class FrameCache:
-    """An opened cache: read-only memory maps plus the row -> video index."""
+class GroundTruth:
+    """What scoring needs of a split: the masks (IGNORE = not annotated) and the videos.
 
-    frames: np.ndarray  # uint8 [N, 5, S, S, 3], memory-mapped
-    masks: np.ndarray  # uint8 [N, 5, S, S], memory-mapped; IGNORE = not annotated
+    A frame cache is one (:class:`FrameCache`); the bring-your-own-predictions CLI
+    builds one straight from an AVSBench copy (:func:`avsrobust.byo.load_ground_truth`).
+    """
+
+    masks: np.ndarray  # uint8 [N, 5, S, S]; IGNORE = not annotated
     videos: tuple[str, ...]
     categories: tuple[str, ...]
-    splits: tuple[str, ...]
 
     def __len__(self) -> int:
         return len(self.videos)
+
+
+@dataclass(frozen=True)
+class FrameCache(GroundTruth):
+    """An opened cache: read-only memory maps plus the row -> video index."""
+
+    frames: np.ndarray  # uint8 [N, 5, S, S, 3], memory-mapped
+    splits: tuple[str, ...]
 
     @property
     def image_size(self) -> int:
         return int(self.frames.shape[2])
 
 
-def read_row_index(path: str | Path, columns: Sequence[str], missing: str) -> list[dict[str, str]]:
-    """Rows of an index TSV with exactly ``columns``, the first being consecutive 0-based
-    ``row`` numbers; a missing file, other columns or a gap raise InputError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, missing)
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        if tuple(reader.fieldnames or ()) != tuple(columns):
-            raise InputError(path, f"expected columns {list(columns)}, got {reader.fieldnames}")
-        rows = list(reader)
-    for i, row in enumerate(rows):
-        if row["row"] != str(i):
-            raise InputError(path, f"row number {row['row']!r}, expected {i}", i + 2)
-    return rows
-
-
-def read_index(path: str | Path) -> list[dict[str, str]]:
+def read_cache_index(path: str | Path) -> list[dict[str, str]]:
     """Rows of a cache ``index.tsv``, checked (columns, consecutive 0-based rows)."""
-    return read_row_index(
-        path, INDEX_COLUMNS, "frame cache index is missing (build the cache first)"
+    return read_index(
+        path, FRAME_CACHE_COLUMNS, "frame cache index is missing (build the cache first)"
     )
 
 
@@ -237,7 +187,7 @@ def load_npy(path: Path, missing: str = "frame cache file is missing (build the 
 def open_cache(out_dir: str | Path) -> FrameCache:
     """Memory-map a cache written by :func:`build_cache` and check it is consistent."""
     out = Path(out_dir)
-    rows = read_index(out / INDEX_FILE)
+    rows = read_cache_index(out / INDEX_FILE)
     frames = load_npy(out / FRAMES_FILE)
     masks = load_npy(out / MASKS_FILE)
     n = len(rows)

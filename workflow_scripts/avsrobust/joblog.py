@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, DiskFull, InputError
 
 
 def job_logger(log_path: str | Path | None, name: str = "avsrobust") -> logging.Logger:
@@ -34,11 +34,11 @@ def close_logger(logger: logging.Logger) -> None:
 
 
 def run_script(main: Callable[[logging.Logger], None], log_path: str | Path | None) -> None:
-    """Run a Snakemake script body; bad input ends the job with one clear line."""
+    """Run a Snakemake script body; bad input (or a full disk) ends the job with one clear line."""
     logger = job_logger(log_path)
     try:
         main(logger)
-    except (InputError, ConfigError) as exc:
+    except (InputError, ConfigError, DiskFull) as exc:
         logger.error("%s", exc)
         print(f"ERROR: {exc}", file=sys.stderr)
         close_logger(logger)

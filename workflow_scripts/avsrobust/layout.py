@@ -16,11 +16,17 @@ from .errors import InputError
 DATASETS = ("s4", "ms3")
 SPLITS = ("train", "val", "test")
 NEGATIVE_TYPES = ("silence", "noise", "offscreen")
+#: audio conditions: the original audio, then every negative type
+CONDITIONS = ("positive", *NEGATIVE_TYPES)
+#: frames (and masks, and audio examples) per clip: AVSBench samples 5 s at 1 frame/s
+N_FRAMES = 5
 
 #: dataset -> folder under the AVSBench root
 DATASET_DIRS = {"s4": "Single-source", "ms3": "Multi-sources"}
 #: dataset -> the data folder below it
 DATA_DIRS = {"s4": "Single-source/s4_data", "ms3": "Multi-sources/ms3_data"}
+#: data folder -> dataset (the inverse of DATA_DIRS: per-clip jobs are named by folder)
+DATASET_OF_DATA_DIR = {v: k for k, v in DATA_DIRS.items()}
 META_FILES = {"s4": "Single-source/s4_meta_data.csv", "ms3": "Multi-sources/ms3_meta_data.csv"}
 AVSS_META = "AVSS/metadata.csv"
 
@@ -93,6 +99,12 @@ def mask_png(root: str | Path, clip: Clip, k: int) -> Path:
 def annotated_frames(clip: Clip) -> tuple[int, ...]:
     """AVSBench annotates only the first frame of S4 train clips; all 5 elsewhere."""
     return (1,) if (clip.dataset == "s4" and clip.split == "train") else (1, 2, 3, 4, 5)
+
+
+def clip_images(root: str | Path, clip: Clip) -> list[Path]:
+    """Every PNG of a clip that is read (the 5 frames, then the annotated masks)."""
+    frames = [frame_png(root, clip, k) for k in range(1, N_FRAMES + 1)]
+    return frames + [mask_png(root, clip, k) for k in annotated_frames(clip)]
 
 
 def negative_wav(results: str | Path, dataset: str, negtype: str, split: str, item: str) -> Path:

@@ -11,6 +11,11 @@ own AVSBench semantics (domain.md section 5): for an empty target the frame IoU 
 very negative logits. BCE has gradient on empty targets anyway; the IoU term adds a
 frame-level (area-normalised) signal that does not vanish for small objects.
 
+``loss.kind: dice+mix`` is AVSegFormer's published loss instead (:func:`dice_loss`,
+:func:`mix_loss`): Dice of the masks plus ``mix_weight`` (0.1) x Dice of the channel-mean
+mask feature. As explained above its Dice term has no gradient on empty targets: negative
+audio then only trains through the classifier term (as in the AVSBench-Robust recipe).
+
 Every loss is computed in float32 whatever the autocast dtype of its inputs (bf16 logits
 make BCE and ratio terms too coarse).
 """
@@ -27,14 +32,19 @@ from torch import Tensor
 from .errors import ConfigError
 
 MASK_LOSS_KINDS = ("bce", "bce+iou")
+#: ``loss.kind``: this project's BCE + soft IoU, or AVSegFormer's Dice + mix loss.
+LOSS_KINDS = ("bce+iou", "dice+mix")
 #: ``loss:`` keys of the training config and their defaults (config/schema.yaml).
-LOSS_DEFAULTS: dict[str, float] = {
+LOSS_DEFAULTS: dict[str, Any] = {
+    "kind": "bce+iou",
     "iou_weight": 1.0,
+    "mix_weight": 0.1,
     "av_weight": 0.0,
     "classifier_weight": 0.5,
     "match_weight": 1.0,
     "cross_weight": 0.0,
 }
+DICE_SMOOTH = 0.001  # AVSegFormer's F1_Dice_loss / F5_Dice_loss
 
 
 def _zero(like: Tensor) -> Tensor:
@@ -117,6 +127,28 @@ def mask_loss(
     if kind == "bce+iou":
         loss = loss + iou_weight * soft_iou_loss(logits, target, valid)
     return loss
+
+
+def dice_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+    """AVSegFormer's Dice loss, mean over the valid frames (0 if none).
+
+    Per frame, with ``p = sigmoid(logits)``: ``1 - 2 sum(p g) / (sum(p^2) + sum(g^2) + 0.002)``
+    (its ``F1_Dice_loss``: first frames only in S4 -- the only valid ones -- all in MS3).
+    Constant 1 for an empty target: no gradient there (see the module docstring).
+    """
+    lg, tg, ok = _frames_valid(logits, target, valid)
+    p, g = torch.sigmoid(lg).flatten(1), tg.flatten(1)
+    inter = (p * g).sum(1)
+    denom = (p * p).sum(1) + DICE_SMOOTH + (g * g).sum(1) + DICE_SMOOTH
+    return _mean_over_valid(1.0 - 2.0 * inter / denom, ok)
+
+
+def mix_loss(mask_feature: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+    """AVSegFormer's auxiliary loss: :func:`dice_loss` of the channel mean of the mask feature
+    ``[N, C, h, w]``, resized bilinearly to the target's size."""
+    m = mask_feature.float().mean(dim=1, keepdim=True)
+    m = F.interpolate(m, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    return dice_loss(m, target, valid)
 
 
 def av_matching_loss(
@@ -226,8 +258,9 @@ def sounding_loss(logits: Tensor, sounding: Tensor) -> Tensor:
     )
 
 
-def loss_weights(cfg: Mapping[str, Any]) -> dict[str, float]:
-    """The ``loss:`` weights of a training config (or of the ``loss`` mapping itself)."""
+def loss_weights(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``loss:`` settings of a training config (or of the ``loss`` mapping itself):
+    ``kind`` (one of :data:`LOSS_KINDS`) and the float weights."""
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"training config must be a mapping, got {cfg!r}")
     if "loss" in cfg:
@@ -242,7 +275,11 @@ def loss_weights(cfg: Mapping[str, Any]) -> dict[str, float]:
     if unknown:
         raise ConfigError(f"loss: unknown key(s) {unknown}; valid keys: {sorted(LOSS_DEFAULTS)}")
     out = {**LOSS_DEFAULTS, **raw}
+    if out["kind"] not in LOSS_KINDS:
+        raise ConfigError(f"loss.kind must be one of {', '.join(LOSS_KINDS)}, got {out['kind']!r}")
     for key, value in out.items():
+        if key == "kind":
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
             raise ConfigError(f"loss.{key} must be a number >= 0, got {value!r}")
         out[key] = float(value)
@@ -267,9 +304,16 @@ def total_loss(
     (:func:`match_loss`) and ``cross`` (:func:`cross_match_loss`) only for a model with a
     match map. For a gated model the mask terms of frames where nothing sounds
     (``sounding`` 0) use ``gate_logits`` (the segmenter's gradient stopped): negative audio
-    trains the gate, positives train both. Returns ``(loss, parts)`` with detached float32
-    scalars ``total``, ``bce``, ``iou``, ``av``, ``sounding``, ``match``, ``cross`` (0 when
-    a term is off), so callers can accumulate without a device sync per batch.
+    trains the gate, positives train both.
+
+    ``kind: dice+mix`` (AVSegFormer): ``iou_weight * dice + mix_weight * mix + av + sounding``
+    (:func:`dice_loss`; :func:`mix_loss` of ``out["mask_feature"]``, 0 for models without one);
+    no BCE term. The AVSBench-Robust recipe is this with ``classifier_weight: 1``.
+
+    Returns ``(loss, parts)`` with detached float32 scalars ``total``, ``bce``, ``iou`` (the
+    overlap term: soft IoU, or Dice under ``dice+mix``), ``av``, ``sounding``, ``match``,
+    ``cross`` (0 when a term is off) and, under ``dice+mix`` only, ``mix``, so callers can
+    accumulate without a device sync per batch.
     """
     w = loss_weights(cfg)
     logits = out["logits"]
@@ -279,9 +323,18 @@ def total_loss(
         # under it (its mask of the visible object stays what positives taught it)
         silent = (batch["sounding"].to(logits.device) < 0.5).reshape(-1, 1, 1, 1)
         logits = torch.where(silent, out["gate_logits"].to(logits.dtype), logits)
-    bce = bce_loss(logits, masks, valid)
-    iou = soft_iou_loss(logits, masks, valid) if w["iou_weight"] > 0 else _zero(logits)
-    loss = bce + w["iou_weight"] * iou
+    mix = _zero(logits)
+    if w["kind"] == "dice+mix":
+        bce = _zero(logits)
+        iou = dice_loss(logits, masks, valid) if w["iou_weight"] > 0 else _zero(logits)
+        loss = w["iou_weight"] * iou
+        if w["mix_weight"] > 0 and out.get("mask_feature") is not None:
+            mix = mix_loss(out["mask_feature"], masks, valid)
+            loss = loss + w["mix_weight"] * mix
+    else:
+        bce = bce_loss(logits, masks, valid)
+        iou = soft_iou_loss(logits, masks, valid) if w["iou_weight"] > 0 else _zero(logits)
+        loss = bce + w["iou_weight"] * iou
     av = _zero(logits)
     if w["av_weight"] > 0 and out.get("av_pairs"):
         av = av_matching_loss(out["av_pairs"], torch.sigmoid(logits.detach().float()))
@@ -307,4 +360,6 @@ def total_loss(
         "match": match.detach(),
         "cross": cross.detach(),
     }
+    if w["kind"] == "dice+mix":
+        parts["mix"] = mix.detach()
     return loss, parts

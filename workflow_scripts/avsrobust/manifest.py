@@ -7,21 +7,13 @@ when their manifests are identical, which is how regeneration is checked.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from pathlib import Path
 
 from .atomic import atomic_write_text
+from .hashing import sha256_file
 
 MANIFEST_COLUMNS = ("negtype", "video", "category", "path", "sha256", "donor")
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def parse_negative_path(path: str | Path) -> tuple[str, str, str]:

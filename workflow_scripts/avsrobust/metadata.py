@@ -8,9 +8,10 @@ ids, ids that are unsafe as file names.
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, regular_file
 from .groups import MS3_OBJECT_GROUP, S4_CATEGORY_GROUP, split_objects
 from .layout import AVSS_META, META_FILES, SPLITS, Clip, check_id
 
@@ -20,9 +21,7 @@ AVSS_MS3_LABEL = "v1m"
 
 def read_csv_rows(path: str | Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
     """Rows of a CSV as (row number, dict), after checking the required columns."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "metadata file is missing")
+    path = regular_file(path, "metadata file")
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -103,7 +102,7 @@ def read_ms3(root: str | Path, avss: str | Path | None = None) -> list[Clip]:
     root = Path(root)
     path = root / META_FILES["ms3"]
     avss_path = Path(avss) if avss else root / AVSS_META
-    objects = read_avss_objects(avss_path) if avss_path.is_file() else {}
+    objects = read_avss_objects(avss_path) if avss_path.exists() else {}
     clips: list[Clip] = []
     seen: dict[str, int] = {}
     for row_no, row in read_csv_rows(path, ("video_id", "split")):
@@ -125,3 +124,41 @@ def read_clips(root: str | Path, dataset: str, avss: str | Path | None = None) -
     if dataset == "ms3":
         return read_ms3(root, avss)
     raise ValueError(f"unknown dataset {dataset!r}")
+
+
+def check_split_sizes(
+    dataset: str,
+    clips: Sequence[Clip],
+    splits: Sequence[str],
+    needs: Mapping[str, str],
+    source: str | Path,
+) -> list[str]:
+    """Warnings for empty splits; InputError for an empty split a later step needs.
+
+    A header-only metadata CSV (or a split with no rows) would otherwise give
+    empty manifests, feature files and frame caches, and training or scoring on
+    nothing. ``needs`` maps split -> the step that needs clips in it (training:
+    train and val; evaluation: the evaluated split); ``source`` is where the
+    clips come from (the CSV, or the synthetic config key), named in messages.
+    """
+    counts = {sp: 0 for sp in splits}
+    for clip in clips:
+        if clip.split in counts:
+            counts[clip.split] += 1
+    empty = [sp for sp in splits if counts[sp] == 0]
+    what = "holds no rows (header only?)" if not clips else "lists no clips in split"
+    needed = [sp for sp in empty if sp in needs]
+    if needed:
+        steps = "; ".join(f"{needs[sp]} needs {sp!r}" for sp in needed)
+        where = what if not clips else f"{what}(s) {needed}"
+        raise InputError(
+            source,
+            f"{dataset}: {where}: {steps}. Add the clips, or leave {dataset} out of "
+            "`datasets` (or the split out of `splits`)",
+        )
+    if not clips:
+        return [f"{source}: {dataset}: {what}: its outputs will be empty"] if empty else []
+    return [
+        f"{source}: {dataset}: {what} {sp!r}: its negatives, features and frame cache will be empty"
+        for sp in empty
+    ]

@@ -15,14 +15,17 @@ Conventions (shared by every function here)
   float); any other value is rejected with ``ValueError``.
 * ``valid``: optional bool ``[N]``; only frames with ``valid[i]`` are annotated and counted.
 
-Definitions (``DEFINITION`` / ``METRICS_VERSION`` are written into every summary)
------------------------------------------------------------------------------------
+Definitions (their version, ``METRICS_VERSION``, is written into every metrics JSON)
+------------------------------------------------------------------------------------
 * **IoU** of a frame with prediction P and ground truth G (AVSBench semantics):
   ``|P & G| / |P | G|`` when G is non-empty; when G is empty ``1 - |P| / (H * W)``
   (so empty G and empty P give 1, empty G and full P give 0). The published code adds
   ``1e-7`` to the union; this module divides exactly (difference < 1e-7).
 * **mIoU** = mean of the frame IoUs over all annotated frames of the whole set (not a mean
-  of per-batch means).
+  of per-batch means). The published test loop averages per-batch means (``mask_iou`` per
+  batch, then ``AverageMeter``); the two are equal whenever every batch has the same number
+  of annotated frames, i.e. when the batch divides the set (the real test splits: 740 S4 and
+  64 MS3 videos at 4 per batch). The same holds for the FPR below.
 * **F-score** (beta^2 = 0.3, AVSBench ``Eval_Fmeasure`` / ``_eval_pr``): probabilities
   ``p = sigmoid(logit)`` in float32 and thresholds ``torch.linspace(0, 1 - 1e-10, 255)``
   (float32, so the last threshold is 1.0), a pixel is predicted at threshold t when
@@ -31,39 +34,45 @@ Definitions (``DEFINITION`` / ``METRICS_VERSION`` are written into every summary
   epsilons), ``F = (1 + b2) P R / (b2 P + R)`` with ``nan -> 0``. Counts are exact integers and
   P, R, F are computed in float64.
 
-  - ``dataset`` variant (default): mean F curve over ALL non-empty-GT annotated frames of the
-    set, then the max over thresholds. Independent of batching.
-  - ``avsbench`` variant (the published evaluation): for each batch (one ``update`` call) the
-    mean F curve over the batch's non-empty-GT frames and its max over thresholds; the result
-    is the mean of these maxima over batches. It depends on the batch size, which the meter
-    records. As in the published code, a batch whose annotated frames all have empty ground
-    truth contributes 0 (its score curve stays at zeros); a batch with no annotated frame at
-    all is not a batch and is ignored.
+  - ``avsbench`` variant, the headline (``fscore`` in every table and JSON; the published
+    ``Eval_Fmeasure`` averaged by ``test.py``, what papers report): for each batch (one
+    ``update`` call) the mean F curve over the batch's non-empty-GT frames and its max over
+    thresholds; the result is the mean of these maxima over batches. It depends on the batch
+    size, which the meter records; the evaluation uses :data:`AVSBENCH_BATCH_VIDEOS` videos
+    per batch, AVSBench's ``test.sh --test_batch_size 4``. As in the published code, a batch
+    whose annotated frames all have empty ground truth contributes 0 (its score curve stays
+    at zeros); a batch with no annotated frame at all is not a batch and is ignored.
+    Checked against the published function on the same inputs (README, "Evaluation").
+  - ``dataset`` variant (ours, ``fscore_dataset``; the meter's default): mean F curve over ALL
+    non-empty-GT annotated frames of the set, then the max over thresholds. Independent of
+    batching, reported by no paper.
 * **FPR** (one negative audio type, correct answer = empty mask) = mean over frames of the
   predicted-foreground pixel fraction ``|P| / (H * W)``. **Non-empty rate** = share of frames
   whose predicted mask has at least one foreground pixel.
 * **G-metrics**: ``FPR_neg`` = mean of the FPRs of the negative types given;
   ``G-mIoU = sqrt(mIoU_pos * (1 - FPR_neg))``, ``G-F = sqrt(F_pos * (1 - FPR_neg))``; the same
-  with each type's own FPR gives the per-type values. (The paper's exact formula is not
-  public; this is the project's definition.)
+  with each type's own FPR gives the per-type values (:func:`avsrobust.stats.g_metrics`,
+  torch-free, re-exported here). (The paper's exact formula is not public; this is the
+  project's definition.)
 * **Visual-bias diagnostic**: mIoU of the predictions under negative audio against the
   ORIGINAL (positive) masks; high = the model segments the visible object anyway. It is the
   ordinary mIoU with the original masks (:func:`visual_bias_miou`).
 
-Empty meters return ``nan``; :func:`summarise` writes ``nan`` as ``None`` (JSON ``null``).
+Empty meters return ``nan`` (written as JSON ``null`` by :func:`avsrobust.stats.json_float`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from .stats import METRICS_VERSION, g_metrics
+
 __all__ = [
+    "AVSBENCH_BATCH_VIDEOS",
     "BETA2",
-    "DEFINITION",
     "F_VARIANTS",
     "METRICS_VERSION",
     "N_THRESHOLDS",
@@ -78,27 +87,17 @@ __all__ = [
     "fscore_from_curve",
     "g_metrics",
     "miou",
-    "summarise",
     "thresholds",
     "visual_bias_miou",
 ]
 
-METRICS_VERSION = "1"
+#: Videos per batch of the published F-score: AVSBench's ``test.sh`` (S4, MS3, AVSS) passes
+#: ``--test_batch_size 4``; the schema's ``evaluation.avsbench_batch_videos`` default equals it.
+AVSBENCH_BATCH_VIDEOS = 4
 BETA2 = 0.3
 N_THRESHOLDS = 255
 PR_EPS = 1e-20
 F_VARIANTS = ("dataset", "avsbench")
-DEFINITION = (
-    "domain.md section 5, metrics v1: foreground = logit > 0 (sigmoid > 0.5); AVSBench IoU "
-    "(empty GT: 1 - predicted fraction), mIoU over all annotated frames of the set; "
-    "F beta2=0.3, 255 thresholds linspace(0, 1-1e-10) on sigmoid (p >= t), empty-GT frames "
-    "skipped, {variant} curve; FPR = mean predicted-foreground pixel fraction; "
-    "G = sqrt(metric_pos * (1 - mean FPR over negative types))"
-)
-_VARIANT_TEXT = {
-    "dataset": "dataset-mean curve then max",
-    "avsbench": "per-batch max of batch-mean curve, averaged over batches (batch-size dependent)",
-}
 
 
 # --------------------------------------------------------------------------- input handling
@@ -334,20 +333,6 @@ class FScoreMeter:
             return fscore_from_curve(self._curve_sum, self._count)
         return float(self._max_sum / self._count)
 
-    def info(self) -> dict[str, Any]:
-        """JSON-friendly description: variant, value and (``avsbench``) batch bookkeeping."""
-        out: dict[str, Any] = {
-            "variant": self.variant,
-            "fscore": _json_float(self.compute()),
-            "n_frames_nonempty_gt": self.n_frames_nonempty,
-        }
-        if self.variant == "avsbench":
-            sizes = sorted(set(self.batch_sizes))
-            out["n_batches"] = self.n_batches
-            out["batch_size"] = sizes[-1] if sizes else None
-            out["batch_sizes"] = sizes
-        return out
-
 
 class FPRMeter:
     """Streaming false-positive rate under one negative audio type (correct mask: empty).
@@ -434,92 +419,3 @@ def visual_bias_miou(
     same way). High values mean the model segments the visible object although it is silent.
     """
     return miou(logits_negative, original_gt, valid)
-
-
-# ----------------------------------------------------------------------------- G-metrics
-def _check_unit(name: str, x: float) -> float:
-    x = float(x)
-    if not (0.0 <= x <= 1.0):
-        raise ValueError(f"{name} must be in [0, 1], got {x}")
-    return x
-
-
-def g_metrics(
-    miou_pos: float, f_pos: float | None, fpr_by_type: Mapping[str, float]
-) -> dict[str, Any]:
-    """G-mIoU and G-F from positive metrics and the FPR of each negative type.
-
-    ``FPR_neg = mean(fpr_by_type.values())``; ``g_miou = sqrt(miou_pos * (1 - FPR_neg))``;
-    ``g_f = sqrt(f_pos * (1 - FPR_neg))`` (``None`` when ``f_pos`` is ``None``);
-    ``per_type[t]`` uses FPR of type t alone.
-    """
-    if not fpr_by_type:
-        raise ValueError("fpr_by_type must name at least one negative type")
-    m = _check_unit("miou_pos", miou_pos)
-    f = None if f_pos is None else _check_unit("f_pos", f_pos)
-    fprs = {str(t): _check_unit(f"fpr[{t}]", v) for t, v in fpr_by_type.items()}
-
-    def pair(fpr: float) -> dict[str, Any]:
-        keep = 1.0 - fpr
-        return {
-            "fpr": fpr,
-            "g_miou": math.sqrt(m * keep),
-            "g_f": None if f is None else math.sqrt(f * keep),
-        }
-
-    fpr_neg = sum(fprs.values()) / len(fprs)
-    out = pair(fpr_neg)
-    return {
-        "g_miou": out["g_miou"],
-        "g_f": out["g_f"],
-        "fpr_negative": fpr_neg,
-        "negative_types": sorted(fprs),
-        "per_type": {t: pair(v) for t, v in sorted(fprs.items())},
-    }
-
-
-# ------------------------------------------------------------------------------ summary
-def _json_float(x: float | None) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
-
-
-def summarise(
-    iou: IoUMeter,
-    fscore_meter: FScoreMeter | None = None,
-    fpr_by_type: Mapping[str, FPRMeter] | None = None,
-    visual_bias_by_type: Mapping[str, IoUMeter] | None = None,
-) -> dict[str, Any]:
-    """JSON-friendly summary of one evaluation, stating the definitions it used.
-
-    ``positive``: mIoU (and F) under the original audio; ``negative[type]``: FPR, non-empty
-    rate and (if given) the visual-bias mIoU; ``g``: :func:`g_metrics` when negatives are given
-    and the positive metrics exist. ``nan`` (empty meter) is written as ``None``.
-    """
-    variant = fscore_meter.variant if fscore_meter is not None else "dataset"
-    out: dict[str, Any] = {
-        "metrics_version": METRICS_VERSION,
-        "definition": DEFINITION.format(variant=_VARIANT_TEXT[variant]),
-        "positive": {"miou": _json_float(iou.compute()), "n_frames": iou.n_frames},
-    }
-    f_val = None
-    if fscore_meter is not None:
-        info = fscore_meter.info()
-        out["positive"]["fscore"] = info.pop("fscore")
-        out["positive"]["fscore_variant"] = info.pop("variant")
-        out["positive"].update({f"fscore_{k}": v for k, v in info.items()})
-        f_val = out["positive"]["fscore"]
-    negative: dict[str, Any] = {}
-    for t, meter in sorted((fpr_by_type or {}).items()):
-        r = meter.compute()
-        negative[t] = {
-            "fpr": _json_float(r["fpr"]),
-            "nonempty_rate": _json_float(r["nonempty_rate"]),
-            "n_frames": r["n_frames"],
-        }
-    for t, meter in sorted((visual_bias_by_type or {}).items()):
-        negative.setdefault(t, {})["visual_bias_miou"] = _json_float(meter.compute())
-    out["negative"] = negative
-    fprs = {t: v["fpr"] for t, v in negative.items() if v.get("fpr") is not None}
-    m_pos = out["positive"]["miou"]
-    out["g"] = g_metrics(m_pos, f_val, fprs) if (fprs and m_pos is not None) else None
-    return out

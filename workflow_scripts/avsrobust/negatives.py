@@ -15,14 +15,18 @@ import numpy as np
 
 from .audio_ops import conform
 from .seeding import item_rng
-from .wav import AudioFormat, audio_format, read_wav, write_wav
+from .wav import AudioFormat, audio_format, full_scale, read_wav, write_wav
 
 NOISE_COLOURS = ("white", "pink", "brown")
 
 
 @dataclass(frozen=True)
 class NegativeSettings:
-    """The science knobs of negative generation (config section ``negatives_audio``)."""
+    """The science knobs of negative generation (config ``seed`` and ``negative_audio``).
+
+    The field defaults are config/schema.yaml's (a test checks they agree), for direct
+    use and for the per-clip jobs, which pass only the settings their type depends on.
+    """
 
     seed: int = 0
     noise_colour: str = "white"
@@ -31,12 +35,13 @@ class NegativeSettings:
 
     @classmethod
     def from_config(cls, config: dict) -> NegativeSettings:
-        section = config.get("negative_audio", {})
-        dither = section.get("silence_dither_dbfs")
+        """From the validated workflow config (the schema filled every value)."""
+        section = config["negative_audio"]
+        dither = section["silence_dither_dbfs"]
         return cls(
-            seed=int(config.get("seed", 0)),
-            noise_colour=str(section.get("noise_colour", "white")),
-            noise_level_dbfs=float(section.get("noise_level_dbfs", -30.0)),
+            seed=int(config["seed"]),
+            noise_colour=str(section["noise_colour"]),
+            noise_level_dbfs=float(section["noise_level_dbfs"]),
             silence_dither_dbfs=None if dither is None else float(dither),
         )
 
@@ -87,7 +92,7 @@ def _gaussian_at(fmt: AudioFormat, colour: str, level_dbfs: float, rng: np.rando
     channels = [coloured_gaussian(fmt.frames, colour, rng) for _ in range(fmt.channels)]
     out = np.stack(channels, axis=1) * dbfs_to_rms(level_dbfs)
     peak = float(np.abs(out).max())
-    limit = 1.0 - 2.0**-15
+    limit = full_scale(fmt.subtype)  # the positive's own format: PCM_U8 clips sooner
     if peak > limit:
         raise ValueError(
             f"{colour} noise at {level_dbfs} dBFS RMS peaks at {peak:.3f} > full scale; "
@@ -106,7 +111,10 @@ def make_silence(
 
 
 def make_noise(
-    fmt: AudioFormat, rng: np.random.Generator, colour: str = "white", level_dbfs: float = -30.0
+    fmt: AudioFormat,
+    rng: np.random.Generator,
+    colour: str = NegativeSettings.noise_colour,
+    level_dbfs: float = NegativeSettings.noise_level_dbfs,
 ) -> np.ndarray:
     """Gaussian noise of the given colour at ``level_dbfs`` RMS; raises rather than clip."""
     return _gaussian_at(fmt, colour, level_dbfs, rng)

@@ -6,6 +6,14 @@ them (S4 by category, MS3 by the AVSS ``a_obj`` objects). The choice for a
 clip is drawn from its own random stream, so it does not depend on the order
 of the table or on which other clips exist in other splits.
 
+A clip that has no legal donor in its split (on the real MS3 metadata, 11 of
+424: their objects cover every group that is not excluded) is handled by
+``offscreen.on_missing``: ``fail`` stops and lists them, ``skip`` leaves them
+out of the off-screen condition, and ``fallback`` does what the published
+generator does, a random other clip of the same split as donor, flagged
+``fallback = 1`` in the plan. A clip without AVSS groups (its id is missing
+from the metadata) is a metadata error under ``fail`` and ``fallback`` alike.
+
 An optional ``veto(target, donor)`` removes further donors. Real AVSBench gets none
 (the published rules above, nothing more); the embedded synthetic benchmark knows
 which silent objects each clip shows and vetoes donors that sound like one of them
@@ -27,16 +35,31 @@ from .groups import forbidden_donor_groups
 from .layout import Clip
 from .seeding import item_rng
 
-POLICIES = ("fail", "skip")
+POLICIES = ("fail", "skip", "fallback")
+PLAN_COLUMNS = (
+    "split",
+    "video",
+    "category",
+    "groups",
+    "donor",
+    "donor_category",
+    "donor_groups",
+    "fallback",
+)
+
 #: ``veto(target, donor)`` -> True when ``donor`` may not give ``target`` its off-screen sound.
 Veto = Callable[[Clip, Clip], bool]
-PLAN_COLUMNS = ("split", "video", "category", "groups", "donor", "donor_category", "donor_groups")
+
+#: problems() reason of a clip whose id has no AVSS groups (not a donor shortage).
+NO_GROUPS = "no sounding-object groups (id missing from AVSS metadata?)"
 
 
 @dataclass(frozen=True)
 class PlanRow:
     target: Clip
     donor: Clip
+    #: True when no legal donor exists and the ``fallback`` policy drew any other clip.
+    fallback: bool = False
 
 
 class PlanError(InputError):
@@ -58,7 +81,7 @@ def problems(clips: list[Clip], veto: Veto | None = None) -> dict[str, str]:
         cache: dict[frozenset[str], bool] = {}
         for clip in split_clips:
             if not clip.groups:
-                out[clip.video] = "no sounding-object groups (id missing from AVSS metadata?)"
+                out[clip.video] = NO_GROUPS
                 continue
             if clip.groups not in cache:
                 bad = forbidden_donor_groups(clip.dataset, clip.groups)
@@ -77,14 +100,26 @@ def problems(clips: list[Clip], veto: Veto | None = None) -> dict[str, str]:
     return out
 
 
-def plannable(clips: list[Clip], policy: str, veto: Veto | None = None) -> list[Clip]:
-    """Clips that get an off-screen negative: all (policy fail) or those without problems."""
+def _check_policy(policy: str) -> None:
     if policy not in POLICIES:
         raise ValueError(f"unknown offscreen policy {policy!r}; use one of {list(POLICIES)}")
-    if policy == "fail":
+
+
+def plannable(clips: list[Clip], policy: str, veto: Veto | None = None) -> list[Clip]:
+    """Clips that get an off-screen negative: all (fail, fallback) or those without problems."""
+    _check_policy(policy)
+    if policy != "skip":
         return list(clips)
     bad = problems(clips, veto)
     return [clip for clip in clips if clip.video not in bad]
+
+
+def _plan_error(where: str, issues: dict[str, str], hint: str) -> PlanError:
+    listing = "; ".join(f"{v}: {why}" for v, why in sorted(issues.items())[:20])
+    more = "" if len(issues) <= 20 else f" (and {len(issues) - 20} more)"
+    return PlanError(
+        where, f"{len(issues)} clip(s) cannot get an off-screen donor: {listing}{more}. {hint}"
+    )
 
 
 def plan_donors(
@@ -94,30 +129,53 @@ def plan_donors(
     where: str = "offscreen plan",
     veto: Veto | None = None,
 ) -> tuple[list[PlanRow], dict[str, str]]:
-    """Pick a donor for each clip; return (rows, skipped video -> reason).
+    """Pick a donor for each clip; return (rows, video -> reason for each problem clip).
 
     Under ``fail`` any problem raises :class:`PlanError` listing every affected
-    clip; under ``skip`` those clips are left out and reported. ``veto``: see the
-    module docstring (None: the published rules only).
+    clip; under ``skip`` those clips are left out; under ``fallback`` each clip
+    without a legal donor gets a random other clip of its split, drawn from its
+    own stream (``..., "offscreen", "fallback"``), and its row is flagged. The
+    reasons are returned under ``skip`` and ``fallback`` (for the log). ``veto``: see
+    the module docstring (None: the published rules only; a fallback donor ignores it).
     """
-    if policy not in POLICIES:
-        raise ValueError(f"unknown offscreen policy {policy!r}; use one of {list(POLICIES)}")
+    _check_policy(policy)
     issues = problems(clips, veto)
     if issues and policy == "fail":
-        listing = "; ".join(f"{v}: {why}" for v, why in sorted(issues.items())[:20])
-        more = "" if len(issues) <= 20 else f" (and {len(issues) - 20} more)"
-        raise PlanError(
+        raise _plan_error(
             where,
-            f"{len(issues)} clip(s) cannot get an off-screen donor: {listing}{more}. "
-            "Fix the metadata or set offscreen.on_missing: skip",
+            issues,
+            "Fix the metadata, or set offscreen.on_missing: skip (leave them out) or fallback "
+            "(a random other clip of the split, as the published generator does)",
         )
     by_split: dict[str, list[Clip]] = defaultdict(list)
     for clip in clips:
         by_split[clip.split].append(clip)
+    if policy == "fallback":
+        # A fallback stands in for a missing legal donor, not for missing metadata.
+        unknown = {v: why for v, why in issues.items() if why == NO_GROUPS}
+        alone = {
+            c.video: f"no other clip in split {c.split!r} to fall back on"
+            for c in clips
+            if c.video in issues and len(by_split[c.split]) < 2
+        }
+        if unknown or alone:
+            raise _plan_error(
+                where,
+                {**unknown, **alone},
+                "A fallback donor needs the clip's AVSS groups and another clip in its split: "
+                "fix the metadata or set offscreen.on_missing: skip",
+            )
     pools: dict[tuple[str, frozenset[str]], list[Clip]] = {}
     rows: list[PlanRow] = []
     for clip in clips:
         if clip.video in issues:
+            if policy == "fallback":
+                others = sorted(
+                    (d for d in by_split[clip.split] if d.video != clip.video),
+                    key=lambda d: d.video,
+                )
+                rng = item_rng(seed, clip.dataset, clip.split, clip.video, "offscreen", "fallback")
+                rows.append(PlanRow(clip, others[int(rng.integers(len(others)))], fallback=True))
             continue
         pool_key = (clip.split, clip.groups)
         if pool_key not in pools:
@@ -152,6 +210,7 @@ def format_plan(rows: list[PlanRow]) -> str:
                 r.donor.video,
                 r.donor.category,
                 _fmt_groups(r.donor.groups),
+                int(r.fallback),
             ]
         )
     return buf.getvalue()
@@ -159,6 +218,15 @@ def format_plan(rows: list[PlanRow]) -> str:
 
 def write_plan(path: str | Path, rows: list[PlanRow]) -> None:
     atomic_write_text(path, format_plan(rows))
+
+
+def read_fallbacks(path: str | Path) -> set[tuple[str, str]]:
+    """(split, video) of every clip whose donor is a fallback (column ``fallback`` = 1)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        if "fallback" not in (reader.fieldnames or []):
+            raise InputError(path, "missing column(s) ['fallback']")
+        return {(r["split"], r["video"]) for r in reader if r["fallback"] == "1"}
 
 
 def read_plan(path: str | Path) -> dict[tuple[str, str], tuple[str, str]]:

@@ -28,41 +28,38 @@ palette index) or probability maps (0..255).
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.format import open_memmap
 from PIL import Image
 
-from .atomic import atomic_path, atomic_write_bytes
+from .atomic import atomic_path, atomic_write_bytes, npy_memmap
 from .errors import ConfigError, InputError
-from .frame_cache import N_FRAMES, load_npy, read_row_index
+from .frame_cache import load_npy
+from .layout import N_FRAMES
+from .png import png_bytes
+from .row_index import PREDICTION_COLUMNS, read_index
+from .row_index import write_index as write_row_index
 
 INDEX_FILE = "index.tsv"
-INDEX_COLUMNS = ("row", "video", "category")
 PNG_FORMATS = ("auto", "mask", "probability")
 
 
 # ----------------------------------------------------------------------------- quantisation
+# numpy arrays, or torch tensors through their own methods: this module never imports
+# torch, so the light jobs (PNG export, tables) that read predictions stay light.
 def probs_to_uint8(probs):
     """Probabilities (torch or numpy, any shape) -> uint8 ``round(255 p)`` (same library)."""
     if isinstance(probs, np.ndarray):
         return np.clip(np.rint(probs.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
-    import torch
-
-    q = torch.round(probs.to(torch.float64) * 255.0).clamp_(0, 255)
-    return q.to(torch.uint8)
+    return (probs.double() * 255.0).round().clamp_(0, 255).byte()
 
 
 def logits_to_uint8(logits):
     """Model logits (torch) -> quantised probabilities (uint8)."""
-    import torch
-
-    return probs_to_uint8(torch.sigmoid(logits.to(torch.float64)))
+    return probs_to_uint8(logits.double().sigmoid())
 
 
 def uint8_to_logits(q):
@@ -71,10 +68,8 @@ def uint8_to_logits(q):
     ``0`` -> ``-inf`` and ``255`` -> ``+inf`` (exact probabilities 0 and 1), and
     ``logit > 0`` iff ``q >= 128``. The metrics module takes logits.
     """
-    import torch
-
-    p = q.to(torch.float64) / 255.0
-    return (torch.log(p) - torch.log1p(-p)).to(torch.float32)
+    p = q.double() / 255.0
+    return (p.log() - (-p).log1p()).float()
 
 
 # ----------------------------------------------------------------------------- files
@@ -90,26 +85,20 @@ class Predictions:
         return len(self.videos)
 
 
-def index_text(videos: Sequence[str], categories: Sequence[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
-    writer.writerow(INDEX_COLUMNS)
-    writer.writerows((i, v, c) for i, (v, c) in enumerate(zip(videos, categories, strict=True)))
-    return buf.getvalue()
-
-
 def write_index(path: str | Path, videos: Sequence[str], categories: Sequence[str]) -> None:
-    atomic_write_bytes(path, index_text(videos, categories).encode("utf-8"))
+    """The predictions ``index.tsv`` (``row, video, category``)."""
+    write_row_index(path, PREDICTION_COLUMNS, zip(videos, categories, strict=True))
 
 
-def read_index(path: str | Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def read_prediction_index(path: str | Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(videos, categories) of a predictions ``index.tsv``, checked row by row."""
-    rows = read_row_index(path, INDEX_COLUMNS, "predictions index is missing")
+    rows = read_index(path, PREDICTION_COLUMNS, "predictions index is missing")
     return tuple(r["video"] for r in rows), tuple(r["category"] for r in rows)
 
 
 class PredictionWriter:
-    """Write ``{run}.npy`` row by row through a temporary memory map, renamed on success.
+    """Write ``{run}.npy`` row by row through a temporary memory map, renamed on success
+    (its space reserved first: a full disk raises :class:`~avsrobust.errors.DiskFull`).
 
     Use as a context manager; rows never written stay 0 (the caller writes all).
     """
@@ -122,7 +111,11 @@ class PredictionWriter:
 
     def __enter__(self) -> PredictionWriter:
         tmp = self._ctx.__enter__()
-        self._array = open_memmap(tmp, mode="w+", dtype=np.uint8, shape=self.shape)
+        try:
+            self._array = npy_memmap(tmp, np.uint8, self.shape)  # space reserved first
+        except BaseException as exc:
+            self._ctx.__exit__(type(exc), exc, exc.__traceback__)  # raises DiskFull
+            raise
         return self
 
     def write(self, row: int, q: np.ndarray) -> None:
@@ -139,7 +132,7 @@ class PredictionWriter:
 def open_predictions(folder: str | Path, run: str) -> Predictions:
     """Memory-map ``{folder}/{run}.npy`` with ``{folder}/index.tsv``, checking they agree."""
     folder = Path(folder)
-    videos, categories = read_index(folder / INDEX_FILE)
+    videos, categories = read_prediction_index(folder / INDEX_FILE)
     npy = folder / f"{run}.npy"
     probs = load_npy(npy, "predictions file is missing")
     if probs.dtype != np.uint8 or probs.ndim != 4 or probs.shape[:2] != (len(videos), N_FRAMES):
@@ -161,12 +154,6 @@ def prediction_png(
     return sub / f"{video}_{k}.png"
 
 
-def _png_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array, mode="L").save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
-
-
 def export_png(
     preds: Predictions, root: str | Path, dataset: str, split: str, condition: str
 ) -> int:
@@ -178,7 +165,7 @@ def export_png(
     for i, (video, category) in enumerate(zip(preds.videos, preds.categories, strict=True)):
         for k in range(1, N_FRAMES + 1):
             path = prediction_png(root, dataset, split, condition, video, category, k)
-            atomic_write_bytes(path, _png_bytes(np.ascontiguousarray(preds.probs[i, k - 1])))
+            atomic_write_bytes(path, png_bytes(np.ascontiguousarray(preds.probs[i, k - 1])))
             n += 1
     return n
 

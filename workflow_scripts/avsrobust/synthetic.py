@@ -15,6 +15,9 @@ Why it is learnable and audio matters:
   from it), so a model that ignores the audio segments the distractor as well
   and scores measurably worse.
 
+One job, in one module although it is long: index -> looks and voices -> scene -> pixels and
+samples -> files, parts that change together whenever the benchmark's realism does.
+
 Determinism: each clip draws from ``seeding.item_rng(seed, "synthetic",
 dataset, split, video)``; video ids and categories depend only on (seed,
 dataset, split, position in split). A clip's files therefore do not change
@@ -38,7 +41,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from .atomic import atomic_write_bytes, atomic_write_text
@@ -48,6 +50,7 @@ from .layout import (
     AVSS_META,
     DATASETS,
     META_FILES,
+    N_FRAMES,
     SPLITS,
     Clip,
     annotated_frames,
@@ -55,10 +58,9 @@ from .layout import (
     mask_png,
     positive_wav,
 )
+from .png import png_bytes
 from .seeding import item_rng, item_seed
 from .wav import AudioFormat, write_wav
-
-N_FRAMES = 5
 
 #: Shapes and textures of the looks; index i gets shape i % 6 and texture
 #: (i // 6 + i) % 6, a pair that is unique for the first 36 indices.
@@ -68,12 +70,13 @@ TEXTURES = ("solid", "hstripes", "vstripes", "diagonal", "dots", "checker")
 #: "background" is an MS3 sound label, not a thing one can draw: never shown.
 MS3_VISIBLE_OBJECTS: tuple[str, ...] = tuple(o for o in MS3_OBJECTS if o != "background")
 
-#: AVSS ``a_obj`` for S4 (v1s) rows: an MS3 object name of the *same sound
-#: group*, because metadata.read_avss_objects rejects names outside MS3_OBJECTS
-#: and off-screen planning relies on groups.
+#: AVSS ``a_obj`` of S4 (``v1s``) rows: one object name each, in the real file's
+#: style (``helicopter``, ``woman``, ``horse``), most of them outside the MS3
+#: vocabulary. Only ``v1m`` rows are read (metadata.read_avss_objects), so
+#: these exist to make the default run meet what the real file holds.
 S4_AVSS_OBJECT: dict[str, str] = {
     "playing_acoustic_guitar": "guitar",
-    "playing_glockenspiel": "marimba",
+    "playing_glockenspiel": "glockenspiel",
     "playing_piano": "piano",
     "playing_tabla": "tabla",
     "playing_ukulele": "ukulele",
@@ -82,20 +85,47 @@ S4_AVSS_OBJECT: dict[str, str] = {
     "female_singing": "woman",
     "male_speech": "man",
     "cat_meowing": "cat",
-    "coyote_howling": "wolf",
+    "coyote_howling": "coyote",
     "dog_barking": "dog",
-    "horse_clip-clop": "dog",  # no horse in the MS3 vocabulary; same (animal) group
+    "horse_clip-clop": "horse",
     "lions_roaring": "lion",
     "mynah_bird_singing": "bird",
     "driving_buses": "bus",
-    "helicopter": "car",  # no helicopter in the MS3 vocabulary; same (device) group
+    "helicopter": "helicopter",
     "race_car": "car",
-    "ambulance_siren": "emergency-car",
+    "ambulance_siren": "ambulance",
     "cap_gun_shooting": "gun",
-    "chainsawing_trees": "saw",
-    "lawn_mowing": "mower",
+    "chainsawing_trees": "chainsaw",
+    "lawn_mowing": "lawn-mower",
     "typing_on_computer_keyboard": "keyboard",
 }
+
+#: AVSS-semantic (``v2``) objects, from its 70-class vocabulary: mostly outside
+#: the 22 MS3 names, a few inside; ``v2`` a_obj values join one or two of them.
+V2_AVSS_OBJECTS: tuple[str, ...] = (
+    "girl",
+    "boy",
+    "accordion",
+    "clock",
+    "tiger",
+    "cello",
+    "trumpet",
+    "saxophone",
+    "flute",
+    "harp",
+    "cow",
+    "sheep",
+    "duck",
+    "elephant",
+    "airplane",
+    "train",
+    "tractor",
+    "motorcycle",
+    "off-the-screen",
+    "guitar",
+    "man",
+    "dog",
+)
 
 _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"  # 64
 _ID_FIRST = _ID_ALPHABET[:-1]  # no '-': a leading '-' is decided separately
@@ -109,11 +139,11 @@ _MAX_DRIFT = 0.035  # per axis, over the 5 frames
 
 
 def _default_s4() -> dict[str, int]:
-    return {"train": 24, "val": 8, "test": 8}
+    return {"train": 72, "val": 23, "test": 46}
 
 
 def _default_ms3() -> dict[str, int]:
-    return {"train": 12, "val": 6, "test": 6}
+    return {"train": 72, "val": 18, "test": 36}
 
 
 @dataclass(frozen=True)
@@ -122,6 +152,7 @@ class SyntheticConfig:
 
     ``s4_videos`` / ``ms3_videos`` map split -> number of videos; a split left
     out has 0 videos (the CLI instead keeps the default for splits not named).
+    The defaults are config/schema.yaml's (tests/test_config_files.py checks them).
     """
 
     seed: int = 0
@@ -282,16 +313,26 @@ class SceneObject:
 
 
 def _video_id(seed: int, dataset: str, split: str, i: int, attempt: int) -> str:
-    """11-char YouTube-like id; clip 0 of each split, and ~1 in 8 others, start with '-'.
+    """11-char YouTube-like id, as real ones: letters, digits, ``_``, ``-``.
 
+    Clip 0 of each split starts with ``-``, clip 1 with ``__`` and clip 2 with
+    ``_-`` (real ids such as ``__GOGlHL23s``, ``_-2Juad6tOo``), and ~1 in 8
+    others with ``-``: every split of >= 3 clips has each awkward start.
     SHA-256 of the key (not ``hash()``, which is salted per process); 11 chars
     need 66 bits, more than ``seeding.item_seed`` gives.
     """
     key = f"{int(seed)}\x1fsynthetic-id\x1f{dataset}\x1f{split}\x1f{i}\x1f{attempt}"
     d = hashlib.sha256(key.encode("utf-8")).digest()
-    dash = i == 0 or d[12] % 8 == 0
-    first = "-" if dash else _ID_FIRST[d[0] % len(_ID_FIRST)]
-    return first + d[1:11].translate(_ID_TABLE).decode("ascii")
+    body = d[1:11].translate(_ID_TABLE).decode("ascii")
+    if i in _FORCED_PREFIX:
+        prefix = _FORCED_PREFIX[i]
+        return prefix + body[len(prefix) - 1 :]
+    first = "-" if d[12] % 8 == 0 else _ID_FIRST[d[0] % len(_ID_FIRST)]
+    return first + body
+
+
+#: Position in a split -> forced start of its id (see :func:`_video_id`).
+_FORCED_PREFIX = {0: "-", 1: "__", 2: "_-"}
 
 
 #: Group order for assigning clips by position: any two consecutive clips can
@@ -687,16 +728,6 @@ def render_clip(cfg: SyntheticConfig, clip: Clip) -> RenderedClip:
 # --------------------------------------------------------------------------- writing
 
 
-def _png_bytes(array: np.ndarray) -> bytes:
-    """PNG with fixed options and no metadata, so equal pixels give equal bytes.
-
-    uint8 [H, W, 3] becomes mode RGB, uint8 [H, W] mode L.
-    """
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()
-
-
 def clip_files(root: str | Path, clip: Clip) -> list[Path]:
     """Every file ``generate`` writes for one clip (WAV, 5 frames, annotated masks)."""
     return [
@@ -720,9 +751,9 @@ def write_clip(
     r = render_clip(cfg, clip)
     write_wav(positive_wav(root, clip), r.audio, cfg.audio_format)
     for k in range(1, N_FRAMES + 1):
-        atomic_write_bytes(frame_png(root, clip, k), _png_bytes(r.frames[k - 1]))
+        atomic_write_bytes(frame_png(root, clip, k), png_bytes(r.frames[k - 1]))
     for k in annotated_frames(clip):
-        atomic_write_bytes(mask_png(root, clip, k), _png_bytes(r.masks[k - 1]))
+        atomic_write_bytes(mask_png(root, clip, k), png_bytes(r.masks[k - 1]))
 
 
 def _csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -746,14 +777,61 @@ def _write_metadata(
         atomic_write_text(root / META_FILES["ms3"], _csv_text(("video_id", "split"), rows))
     # AVSS always lists both datasets (from the index, no rendering), so generating
     # S4 and MS3 in separate calls gives the same tree as one call.
-    avss = [
-        (c.video, f"{c.video}_0", S4_AVSS_OBJECT[c.category], c.split, "v1s") for c in index["s4"]
+    atomic_write_text(root / AVSS_META, _csv_text(AVSS_COLUMNS, avss_rows(cfg, index)))
+
+
+#: Columns of the real ``AVSS/metadata.csv`` (AVSBench-semantic), in its order.
+AVSS_COLUMNS = ("vid", "uid", "s_min", "s_sec", "a_obj", "split", "label")
+
+
+def _v2_rows(cfg: SyntheticConfig, n_videos: int, taken: set[str]) -> list[tuple]:
+    """AVSS-semantic (``v2``) rows: objects of the 70-class vocabulary, some videos
+    with two rows (different ``uid`` and start), as in the real file. Never read
+    by the workflow; present so the reader meets them on every default run."""
+    rows: list[tuple] = []
+    for i in range(n_videos):
+        attempt = 0
+        vid = _video_id(cfg.seed, "avss-v2", "", i, attempt)
+        while vid.lower() in taken:
+            attempt += 1
+            vid = _video_id(cfg.seed, "avss-v2", "", i, attempt)
+        taken.add(vid.lower())
+        split = SPLITS[(0, 0, 0, 1, 2)[i % 5]]
+        for k in range(2 if i % 4 == 1 else 1):
+            s = item_seed(cfg.seed, "synthetic", "avss-v2", vid, str(k))
+            n = len(V2_AVSS_OBJECTS)
+            names = [V2_AVSS_OBJECTS[s % n]]
+            if (s >> 16) & 1 and V2_AVSS_OBJECTS[(s >> 8) % n] not in names:
+                names.append(V2_AVSS_OBJECTS[(s >> 8) % n])
+            # the very first row is the real file's own example of a joined a_obj
+            a_obj = "girl_guitar" if i == k == 0 else "_".join(names)
+            rows.append((vid, f"{vid}_{k}", k, (s >> 24) % 60, a_obj, split, "v2"))
+    return rows
+
+
+def avss_rows(cfg: SyntheticConfig, index: Mapping[str, Sequence[Clip]]) -> list[tuple]:
+    """Rows of the synthetic ``AVSS/metadata.csv``, shaped like the real file.
+
+    ``v1s`` rows (one per S4 clip, one object name each, one of them malformed as
+    the real ``h orse``), ``v1m`` rows (one per MS3 clip: its sounding objects,
+    the only rows the workflow reads) and ``v2`` rows (objects outside the MS3
+    vocabulary, videos with several rows); sorted by ``vid`` then ``uid`` so the
+    labels are interleaved.
+    """
+    s4 = list(index.get("s4", ()))
+    v1s = [[c.video, f"{c.video}_0", 0, 0, S4_AVSS_OBJECT[c.category], c.split, "v1s"] for c in s4]
+    if v1s:  # the real file holds typos such as 'h orse': the first horse clip, else the first
+        j = next((i for i, c in enumerate(s4) if c.category == "horse_clip-clop"), 0)
+        name = v1s[j][4]
+        v1s[j][4] = f"{name[0]} {name[1:]}"
+    v1m = [
+        (c.video, f"{c.video}_0", 0, 0, ms3_a_obj(clip_objects(cfg, c)), c.split, "v1m")
+        for c in index.get("ms3", ())
     ]
-    avss += [
-        (c.video, f"{c.video}_0", ms3_a_obj(clip_objects(cfg, c)), c.split, "v1m")
-        for c in index["ms3"]
-    ]
-    atomic_write_text(root / AVSS_META, _csv_text(("vid", "uid", "a_obj", "split", "label"), avss))
+    taken = {c.video.lower() for clips in index.values() for c in clips}
+    n_v2 = max(4, (len(v1s) + len(v1m)) // 2)
+    rows = [tuple(r) for r in v1s] + v1m + _v2_rows(cfg, n_v2, taken)
+    return sorted(rows, key=lambda r: (r[0], r[1]))
 
 
 def generate(
@@ -815,11 +893,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m avsrobust.synthetic", description=__doc__.split("\n")[0]
     )
     ap.add_argument("--root", required=True, type=Path, help="output AVSBench root")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=SyntheticConfig.seed)
     ap.add_argument("--s4", type=_parse_sizes, default={}, help="e.g. train=24,val=8,test=8")
     ap.add_argument("--ms3", type=_parse_sizes, default={}, help="e.g. train=12,val=6,test=6")
-    ap.add_argument("--image-size", type=int, default=224)
-    ap.add_argument("--distractor-prob", type=float, default=0.5)
+    ap.add_argument("--image-size", type=int, default=SyntheticConfig.image_size)
+    ap.add_argument("--distractor-prob", type=float, default=SyntheticConfig.distractor_prob)
     ap.add_argument("--datasets", default="s4,ms3", help="comma list of s4, ms3")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--progress", action="store_true", help="show a progress bar")

@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InputError
-from .layout import Clip, annotated_frames, frame_png, mask_png
+from .errors import InputError, regular_file
+from .layout import N_FRAMES, Clip, annotated_frames, frame_png, mask_png
+from .png import FRAME_MODES, MASK_MODES
 from .wav import audio_format
-
-N_FRAMES = 5
 
 
 def check_png(path: Path, what: str, modes: tuple[str, ...]) -> tuple[int, int]:
-    """(width, height) of a readable PNG of one of ``modes``; InputError otherwise."""
-    if not path.is_file():
-        raise InputError(path, f"{what} is missing")
+    """(width, height) of a readable PNG of one of ``modes``; InputError otherwise.
+
+    Only regular files are opened (a FIFO would block the check forever)."""
+    regular_file(path, what)
     try:
         with Image.open(path) as img:
             img.verify()  # structure and CRCs, without decoding
@@ -41,20 +42,26 @@ def check_png(path: Path, what: str, modes: tuple[str, ...]) -> tuple[int, int]:
 def check_clip(root: str | Path, clip: Clip, positive: Path) -> dict[str, str]:
     """Check one clip's WAV, 5 frames and annotated masks; a summary row."""
     fmt = audio_format(positive)
-    sizes = set()
-    for k in range(1, N_FRAMES + 1):
-        sizes.add(check_png(frame_png(root, clip, k), f"frame {k}", ("RGB", "RGBA", "P", "L")))
+    sizes = {
+        k: check_png(frame_png(root, clip, k), f"frame {k}", FRAME_MODES)
+        for k in range(1, N_FRAMES + 1)
+    }
+    # The clip's size is the one most frames have (frame 1's on a tie); name an odd frame.
+    (width, height), _ = Counter(sizes.values()).most_common(1)[0]
+    for k, size in sizes.items():
+        if size != (width, height):
+            raise InputError(
+                frame_png(root, clip, k),
+                f"frame {k} is {size[0]}x{size[1]} px, the clip's other frames {width}x{height}",
+            )
     masks = annotated_frames(clip)
     for k in masks:
-        size = check_png(mask_png(root, clip, k), f"mask {k}", ("L", "1", "P", "RGB", "RGBA"))
-        if size not in sizes:
+        size = check_png(mask_png(root, clip, k), f"mask {k}", MASK_MODES)
+        if size != (width, height):
             raise InputError(
                 mask_png(root, clip, k),
-                f"mask size {size} differs from the frames' {sorted(sizes)}",
+                f"mask size {size} differs from the frames' {(width, height)}",
             )
-    if len(sizes) != 1:
-        raise InputError(frame_png(root, clip, 1), f"frames of one clip differ in size: {sizes}")
-    (width, height) = sizes.pop()
     return {
         "split": clip.split,
         "video": clip.video,

@@ -16,6 +16,10 @@ Accepted formats
   (ImageNet classifier) keys are ignored on both sides: segmentation does not
   use them. BatchNorm ``num_batches_tracked`` buffers may be absent (the
   original 2017 file predates them); they are then left as they are.
+* PVT-v2-b5: ``pvt_v2_b5.pth`` in the original PVT release layout (``patch_embed1.proj.weight``,
+  ``block3.17.mlp.dwconv.dwconv.weight``, ``norm4.weight``, ``head.weight``), renamed to timm's
+  layout by :func:`pvt_original_to_timm`; a file already in timm's layout loads as it is. The
+  ``head.*`` (ImageNet classifier) keys are ignored.
 * VGGish: the torchvggish state dict (``vggish-10086976.pth``), keys
   ``features.{0,3,6,8,11,13}.{weight,bias}`` and ``embeddings.{0,2,4}.{weight,bias}``.
   The PCA parameters live in a separate torchvggish file and are not used
@@ -28,14 +32,15 @@ prefixed ``module.`` (saved from DataParallel), is unwrapped first.
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from avsrobust.errors import InputError
-from avsrobust.manifest import sha256_file
+from .errors import InputError
+from .hashing import sha256_file
 
 _SHOW = 5  # how many offending keys an error message lists
 
@@ -116,15 +121,18 @@ def load_into(
     path: str | Path,
     sha256: str | None = None,
     ignore_prefixes: tuple[str, ...] = (),
+    state: Mapping[str, torch.Tensor] | None = None,
 ) -> nn.Module:
     """Load a state dict file into ``module`` with strict, readable key/shape checks.
 
     Keys starting with any of ``ignore_prefixes`` are dropped from both the file
     and the module before comparing; ``num_batches_tracked`` buffers may be
-    missing from the file. Returns ``module`` (loaded in place).
+    missing from the file. ``state``: the file's state dict, already read (and
+    renamed) by the caller. Returns ``module`` (loaded in place).
     """
     path = Path(path)
-    state = read_state_dict(path, sha256)
+    if state is None:
+        state = read_state_dict(path, sha256)
 
     def kept(key: str) -> bool:
         return not key.startswith(ignore_prefixes) if ignore_prefixes else True
@@ -179,3 +187,58 @@ def load_vggish(
     if path is None or path == "":
         return audio_encoder
     return load_into(audio_encoder, path, sha256)
+
+
+_PVT_ORIGINAL = re.compile(r"^(patch_embed|block|norm)([1-4])(\.|$)")
+
+
+def pvt_original_to_timm(key: str) -> str:
+    """A PVT-v2 key of the original release (and of AVSBench's/AVSegFormer's copies) in timm's
+    layout: ``patch_embed1`` -> ``patch_embed``, ``patch_embed{k}`` -> ``stages.{k-1}.downsample``,
+    ``block{k}.{j}`` -> ``stages.{k-1}.blocks.{j}``, ``norm{k}`` -> ``stages.{k-1}.norm``,
+    ``mlp.dwconv.dwconv`` -> ``mlp.dwconv``. Other keys (``head.*``) come back unchanged.
+    """
+    m = _PVT_ORIGINAL.match(key)
+    if m is None:
+        return key
+    kind, stage, rest = m.group(1), int(m.group(2)), key[m.end(2) :]
+    if kind == "patch_embed":
+        new = "patch_embed" if stage == 1 else f"stages.{stage - 1}.downsample"
+    elif kind == "block":
+        new = f"stages.{stage - 1}.blocks"
+    else:
+        new = f"stages.{stage - 1}.norm"
+    return (new + rest).replace("mlp.dwconv.dwconv.", "mlp.dwconv.")
+
+
+_PVT_TIMM = re.compile(r"^(patch_embed|stages\.([0-3])\.(downsample|blocks|norm))(\.|$)")
+
+
+def pvt_timm_to_original(key: str) -> str:
+    """Inverse of :func:`pvt_original_to_timm` (tests write original-layout files with it)."""
+    m = _PVT_TIMM.match(key)
+    if m is None:
+        return key
+    rest = key[m.end(1) :]
+    if m.group(1) == "patch_embed":
+        new = "patch_embed1"
+    else:
+        stage, part = int(m.group(2)) + 1, m.group(3)
+        new = {"downsample": "patch_embed", "blocks": "block", "norm": "norm"}[part] + str(stage)
+    return (new + rest).replace("mlp.dwconv.", "mlp.dwconv.dwconv.")
+
+
+def load_pvt_v2(
+    backbone: nn.Module, path: str | Path | None, sha256: str | None = None
+) -> nn.Module:
+    """Load ``pvt_v2_b5.pth`` (original release layout, or timm's) into a PVT backbone.
+
+    ``head.*`` (the ImageNet classifier) is ignored; every other key must match after
+    renaming. Empty ``path`` = random init.
+    """
+    if path is None or path == "":
+        return backbone
+    state = read_state_dict(path, sha256)
+    if "patch_embed1.proj.weight" in state:
+        state = {pvt_original_to_timm(k): v for k, v in state.items()}
+    return load_into(backbone, path, sha256, ignore_prefixes=("head.",), state=state)

@@ -1,4 +1,5 @@
-"""Bodies of the in-process (``run:``) jobs, kept out of the Snakefile so they are tested.
+"""Bodies of the in-process (``run:``) jobs, kept out of the Snakefile: plain, importable
+code (tests/test_negatives.py runs them) that costs milliseconds per clip.
 
 The per-clip negative-audio job runs inside Snakemake's process thousands of
 times, so it must cost milliseconds: no logging framework, no plan re-parsing
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 from pathlib import Path
 
 from . import layout
@@ -16,7 +18,7 @@ from .errors import InputError
 from .negatives import NegativeSettings, generate_negative
 from .offscreen_plan import read_plan
 
-DATA_DIR_TO_DATASET = {v: k for k, v in layout.DATA_DIRS.items()}
+_HOST = socket.gethostname()
 
 
 @functools.lru_cache(maxsize=8)
@@ -38,34 +40,50 @@ def negative_job(
     settings: NegativeSettings,
     data_root: str | Path,
     wildcards,
-    plan: str | Path | None,
+    negtype: str,
     out: str | Path,
     log_path: str | Path,
+    plan: str | Path | None = None,
+    declared_donor: str | Path | None = None,
 ) -> None:
-    """Write one negative clip named by the rule's wildcards (data, [negtype,] split, item).
+    """Write one ``negtype`` clip named by the rule's wildcards (data, split, item).
 
-    ``plan`` is the off-screen plan TSV; given, the clip is an off-screen one.
+    ``plan``: the off-screen plan TSV, which an ``offscreen`` clip takes its donor from.
+    ``declared_donor`` is the donor WAV the DAG declared as the job's input: it
+    must be the plan's donor, or the job would read a file Snakemake does not
+    watch.
     """
-    dataset = DATA_DIR_TO_DATASET[wildcards.data]
+    dataset = layout.DATASET_OF_DATA_DIR[wildcards.data]
     split, item = wildcards.split, wildcards.item
-    negtype = "offscreen" if plan else wildcards.negtype
+    if (negtype == "offscreen") != (plan is not None):
+        raise ValueError(f"{negtype} clip {item}: an off-screen clip, and only one, needs a plan")
     category, _, video = item.rpartition("/")
     clip = layout.Clip(dataset, split, video, category, frozenset())
     positive = layout.positive_wav(data_root, clip)
     donor = None
-    if plan:
+    if plan is not None:
         donor_video, donor_category = donor_of(plan, split, video)
         donor = layout.positive_wav(
             data_root, layout.Clip(dataset, split, donor_video, donor_category, frozenset())
         )
+        if declared_donor is not None and Path(declared_donor) != donor:
+            raise InputError(
+                plan,
+                f"{split}/{video}: the plan's donor is {donor}, the workflow declared "
+                f"{declared_donor}; the plan is stale (rerun offscreen_plan)",
+            )
     try:
         generate_negative(settings, dataset, split, video, negtype, positive, out, donor)
     except Exception as exc:
         _write_log(log_path, f"FAILED {dataset}/{split}/{item} {negtype}: {exc}\n")
         raise
+    # Where the job ran: the per-clip jobs are meant to run inside the main
+    # Snakemake process (also on SLURM, where they are localrules).
+    where = f"host={_HOST}\tpid={os.getpid()}\tslurm_job={os.environ.get('SLURM_JOB_ID', '')}"
     _write_log(
         log_path,
-        f"{dataset}\t{split}\t{item}\t{negtype}\tpositive={positive}\tdonor={donor or ''}\n",
+        f"{dataset}\t{split}\t{item}\t{negtype}\tpositive={positive}\t"
+        f"donor={donor or ''}\t{where}\n",
     )
 
 

@@ -23,9 +23,14 @@ to a dict:
 Models (``build_model(cfg)``):
 
 ``tpavi``
-    The AVSBench ECCV'22 ResNet-50 baseline, reimplemented: ResNet-50 stages
-    (strides 4/8/16/32) each projected to ``channels`` by conv+BN+ReLU, a frozen
-    VGGish (128-d), TPAVI attention at ``tpavi_stages``, FPN-style decoder.
+    The published AVSBench ECCV'22 network (:mod:`.tpavi`): ResNet-50 or PVT-v2-b5 stages
+    each projected to ``channels`` by the sum of four dilated 3x3 convs, a frozen VGGish
+    (128-d), TPAVI attention at ``tpavi_stages``, the DPT-style decoder with its in-place-ReLU
+    residual units. ``classifier`` adds this project's "is something sounding" head.
+``avsegformer``
+    AVSegFormer (AAAI'24, :mod:`.avsegformer`) on ResNet-50 or PVT-v2-b5; ``robust`` adds the
+    AVSBench-Robust paper's cosine audio-visual classifier as the ``sounding`` output. Also
+    returns ``"mask_feature"`` for its auxiliary loss.
 ``small``
     Same interface, trains in minutes on a laptop CPU at 64-112 px: a few strided
     convs (strides 4/8/16), a log-mel statistics MLP (64-d), FiLM audio modulation
@@ -35,19 +40,25 @@ Models (``build_model(cfg)``):
     gates the mask, so it can also leave the frame empty when the sound comes from
     nothing visible (off-screen) -- the robustness properties this project studies.
 
+Published checkpoints convert to this project's format with :mod:`.published`
+(``workflow_scripts/import_checkpoint.py``).
+
 All modules avoid in-place ops on activations (autocast/bf16 safe) and only use
 ops that accept ``channels_last`` inputs.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
 from ..errors import ConfigError
-from ..weights import load_resnet50, load_vggish
+from ..weights import load_pvt_v2, load_resnet50, load_vggish
+from .avsegformer import AVSEGFORMER_DEFAULTS, AVSegFormer
+from .backbones import BACKBONES, PRETRAINED_DEFAULTS
 from .blocks import AUDIO_SHAPE, TPAVI, VGGish, check_inputs, conv_bn_relu
 from .resize import _DeterministicBilinear, resize_bilinear
 from .small import SMALL_DEFAULTS, SmallModel
@@ -55,8 +66,11 @@ from .tpavi import TPAVI_DEFAULTS, TPAVIModel
 
 __all__ = [
     "AUDIO_SHAPE",
+    "MODEL_DEFAULTS",
     "MODEL_NAMES",
+    "PRETRAINED_KEYS",
     "TPAVI",
+    "AVSegFormer",
     "SmallModel",
     "TPAVIModel",
     "VGGish",
@@ -68,7 +82,15 @@ __all__ = [
     "resize_bilinear",
 ]
 
-MODEL_NAMES = ("tpavi", "small")
+MODEL_NAMES = ("tpavi", "avsegformer", "small")
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tpavi": TPAVI_DEFAULTS,
+    "avsegformer": AVSEGFORMER_DEFAULTS,
+    "small": SMALL_DEFAULTS,
+}
+#: Model keys that only name pretrained files for initialisation: a checkpoint's state dict
+#: has the weights, so loading one builds the model without them (``load_pretrained=False``).
+PRETRAINED_KEYS = tuple(PRETRAINED_DEFAULTS)
 
 # ----------------------------------------------------------------------------- factory
 
@@ -77,12 +99,13 @@ def _validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Merge ``cfg`` over the model's defaults, rejecting unknown keys and bad values."""
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"model config must be a mapping, got {type(cfg).__name__}")
-    name = cfg.get("name", "tpavi")
+    # no default model here: the config's (config/schema.yaml, training.model) is the one
+    name = cfg.get("name")
     if name not in MODEL_NAMES:
         raise ConfigError(
             f"model.name: unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}"
         )
-    defaults = TPAVI_DEFAULTS if name == "tpavi" else SMALL_DEFAULTS
+    defaults = MODEL_DEFAULTS[name]
     unknown = sorted(set(cfg) - set(defaults))
     if unknown:
         raise ConfigError(
@@ -95,25 +118,20 @@ def _validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
         if not ok:
             raise ConfigError(f"model.{key} must be {what}, got {out[key]!r}")
 
-    small_flags = ("attention", "match") if name == "small" else ()
-    for key in ("classifier", "freeze_audio", *small_flags):
-        need(key, isinstance(out[key], bool), "true or false")
-    for key in ("channels", "num_frames") + (("audio_dim",) if name == "small" else ()):
+    def positive(key: str) -> None:
         need(key, type(out[key]) is int and out[key] >= 1, "a positive integer")
-    if name == "tpavi":
-        stages = out["tpavi_stages"]
-        need(
-            "tpavi_stages",
-            isinstance(stages, list | tuple)
-            and all(type(s) is int and 0 <= s <= 3 for s in stages)
-            and len(set(stages)) == len(stages),
-            "a list of distinct stage indices from 0..3 (may be empty)",
-        )
-        for key in ("resnet50_weights", "vggish_weights"):
-            need(key, out[key] is None or isinstance(out[key], str), "a path string or ''")
-        for key in ("resnet50_sha256", "vggish_sha256"):
-            need(key, out[key] is None or isinstance(out[key], str), "a hex string or null")
-    else:
+
+    flags = {
+        "tpavi": ("classifier", "freeze_audio"),
+        "avsegformer": ("robust", "freeze_audio"),
+        "small": ("classifier", "freeze_audio", "attention", "match"),
+    }[name]
+    for key in flags:
+        need(key, isinstance(out[key], bool), "true or false")
+    positive("num_frames")
+    if name == "small":
+        for key in ("channels", "audio_dim"):
+            positive(key)
         widths = out["widths"]
         need(
             "widths",
@@ -122,19 +140,54 @@ def _validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
             and all(type(v) is int and v >= 1 for v in widths),
             "three positive integers",
         )
+        return out
+    need("backbone", out["backbone"] in BACKBONES, f"one of {', '.join(BACKBONES)}")
+    for key in PRETRAINED_KEYS:
+        if key.endswith("_weights"):
+            need(key, out[key] is None or isinstance(out[key], str), "a path string or ''")
+        else:
+            need(key, out[key] is None or isinstance(out[key], str), "a hex string or null")
+    if name == "tpavi":
+        positive("channels")
+        stages = out["tpavi_stages"]
+        need(
+            "tpavi_stages",
+            isinstance(stages, list | tuple)
+            and all(type(s) is int and 0 <= s <= 3 for s in stages)
+            and len(set(stages)) == len(stages),
+            "a list of distinct stage indices from 0..3 (may be empty)",
+        )
+    else:
+        for key in ("num_queries", "layers", "ffn_dim"):
+            positive(key)
+        need(
+            "embed_dim",
+            type(out["embed_dim"]) is int and out["embed_dim"] >= 32 and out["embed_dim"] % 32 == 0,
+            "a positive multiple of 32 (GroupNorm(32) and 8 attention heads)",
+        )
+        need(
+            "freeze_backbone_epochs",
+            type(out["freeze_backbone_epochs"]) is int and out["freeze_backbone_epochs"] >= 0,
+            "an integer >= 0",
+        )
     return out
 
 
-def build_model(cfg: Mapping[str, Any]) -> nn.Module:
+def build_model(cfg: Mapping[str, Any], *, load_pretrained: bool = True) -> nn.Module:
     """Build the model named by ``cfg["name"]`` and load any configured weight files.
 
-    Keys (defaults in ``TPAVI_DEFAULTS`` / ``SMALL_DEFAULTS``):
-    ``name`` ("tpavi" | "small"), ``classifier``, ``num_frames`` (T), ``channels``
-    (decoder width), ``freeze_audio``; tpavi only: ``tpavi_stages`` (subset of
-    0..3), ``resnet50_weights`` / ``vggish_weights`` (path, "" = random init),
-    ``resnet50_sha256`` / ``vggish_sha256`` (full digest or >= 8-hex prefix);
-    small only: ``widths`` (3 stage widths), ``audio_dim``, ``attention``, ``match``
-    (per-location audio-visual match gating the mask, see :mod:`.small`).
+    Keys (defaults in ``MODEL_DEFAULTS[name]``): ``name`` ("tpavi" | "avsegformer" | "small"),
+    ``num_frames`` (T), ``freeze_audio``;
+    tpavi: ``backbone`` ("resnet50" | "pvt_v2_b5"), ``channels`` (decoder width),
+    ``tpavi_stages`` (subset of 0..3), ``classifier``;
+    avsegformer: ``backbone``, ``robust``, ``embed_dim``, ``num_queries``, ``layers``,
+    ``ffn_dim``, ``freeze_backbone_epochs``;
+    tpavi and avsegformer: ``resnet50_weights`` / ``pvt_v2_weights`` / ``vggish_weights``
+    (path, "" = random init) and ``*_sha256`` (full digest or >= 8-hex prefix), read only when
+    ``load_pretrained`` (a checkpoint being loaded has its weights already);
+    small: ``channels``, ``widths`` (3 stage widths), ``audio_dim``, ``attention``,
+    ``classifier``, ``match`` (per-location audio-visual match gating the mask, see
+    :mod:`.small`).
     Unknown names or keys raise :class:`~avsrobust.errors.ConfigError` (a ValueError).
     """
     c = _validate(cfg)
@@ -149,15 +202,16 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
             num_frames=c["num_frames"],
             match=c["match"],
         )
-    model = TPAVIModel(
-        channels=c["channels"],
-        tpavi_stages=c["tpavi_stages"],
-        classifier=c["classifier"],
-        freeze_audio=c["freeze_audio"],
-        num_frames=c["num_frames"],
-    )
-    load_resnet50(model.backbone, c["resnet50_weights"], c["resnet50_sha256"])
-    load_vggish(model.audio_encoder, c["vggish_weights"], c["vggish_sha256"])
+    cls = TPAVIModel if c["name"] == "tpavi" else AVSegFormer
+    # their config keys are their constructors' argument names
+    args = inspect.signature(cls.__init__).parameters
+    model = cls(**{k: c[k] for k in args if k != "self"})
+    if load_pretrained:
+        if c["backbone"] == "resnet50":
+            load_resnet50(model.backbone, c["resnet50_weights"], c["resnet50_sha256"])
+        else:
+            load_pvt_v2(model.backbone, c["pvt_v2_weights"], c["pvt_v2_sha256"])
+        load_vggish(model.audio_encoder, c["vggish_weights"], c["vggish_sha256"])
     return model
 
 

@@ -66,6 +66,28 @@ class VGGish(nn.Module):
         return self.embeddings(x)
 
 
+class FrozenAudioMixin:
+    """For models with a VGGish ``audio_encoder`` and a ``freeze_audio`` flag (tpavi,
+    avsegformer): a frozen encoder stays in eval mode and runs without an autograd graph."""
+
+    audio_encoder: nn.Module
+    freeze_audio: bool
+
+    def train(self, mode: bool = True) -> Any:
+        """Keep a frozen audio encoder in eval mode (no-op for VGGish, safe if it grows BN)."""
+        super().train(mode)  # type: ignore[misc]
+        if self.freeze_audio:
+            self.audio_encoder.eval()
+        return self
+
+    def encode_audio(self, audio: Tensor) -> Tensor:
+        """VGGish embeddings ``[B*T, 128]``; no autograd graph when frozen (saves memory)."""
+        if self.freeze_audio:
+            with torch.no_grad():
+                return self.audio_encoder(audio)
+        return self.audio_encoder(audio)
+
+
 class TPAVI(nn.Module):
     """Temporal pixel-wise audio-visual interaction (AVSBench TPAVI, "dot" mode).
 

@@ -44,6 +44,8 @@ from .blocks import (
 SMALL_DEFAULTS: dict[str, Any] = {
     **COMMON_DEFAULTS,
     "name": "small",
+    # the sounding classifier is part of the small model's robust recipe
+    "classifier": True,
     "channels": 32,
     "widths": [16, 32, 64],
     "audio_dim": 64,
