@@ -395,8 +395,12 @@ def test_speed_keys_are_checked():
     # negative ratios are checked where they enter train(), not again in the sampler
     with pytest.raises(ConfigError, match=">= 0"):
         resolve_config({"negative_ratios": {"noise": -0.1}})
-    with pytest.raises(ConfigError, match="unknown negative type"):
+    with pytest.raises(ConfigError, match="unknown audio type"):
         resolve_config({"negative_ratios": {"static": 0.1}})
+    # the mixture is drawn like a negative type (with its original masks: test_data.py)
+    assert resolve_config({"negative_ratios": {"mixture": 0.25}})["negative_ratios"] == {
+        "mixture": 0.25
+    }
 
 
 def test_determinism_settings_are_restored():
