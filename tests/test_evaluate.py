@@ -102,6 +102,18 @@ def _write_preds(folder: Path, run: str, cache: FC.FrameCache, q: np.ndarray) ->
     write_index(folder / "index.tsv", cache.videos, cache.categories)
 
 
+def _s4_test(world) -> tuple[FC.FrameCache, np.ndarray]:
+    """The S4 test cache of the world and its foreground masks."""
+    cache = FC.open_cache(cache_dir(world[1], "s4", "test"))
+    return cache, np.asarray(cache.masks) == 1
+
+
+def _noisy(gt: np.ndarray, seed: int, lift: int) -> np.ndarray:
+    """uint8 predictions: uniform noise, ``lift`` higher on the foreground."""
+    rng = np.random.default_rng(seed)
+    return np.clip(gt * lift + rng.integers(0, 256 - lift, gt.shape), 0, 255).astype(np.uint8)
+
+
 def test_perfect_and_empty_predictions_score_as_defined(world, tmp_path):
     _, results = world
     cache = FC.open_cache(cache_dir(results, "s4", "test"))
@@ -126,11 +138,8 @@ def test_perfect_and_empty_predictions_score_as_defined(world, tmp_path):
 def test_headline_fscore_is_the_published_per_batch_f_at_four_videos(world, tmp_path):
     """`fscore` = the published Eval_Fmeasure averaged over batches of 4 videos (AVSBench's
     test.sh); `fscore_dataset` = ours (one curve over the split); G-F uses `fscore`."""
-    _, results = world
-    cache = FC.open_cache(cache_dir(results, "s4", "test"))
-    gt = np.asarray(cache.masks) == 1
-    rng = np.random.default_rng(0)
-    q = np.clip(gt * 70 + rng.integers(0, 186, gt.shape), 0, 255).astype(np.uint8)
+    cache, gt = _s4_test(world)
+    q = _noisy(gt, 0, 70)
     _write_preds(tmp_path, "r", cache, q)
     preds = open_predictions(tmp_path, "r")
     got = score(preds, cache, "positive")
@@ -557,12 +566,8 @@ def test_predict_and_score_on_cuda_agree_with_cpu(world, tmp_path):
 def test_mixture_is_scored_with_miou_and_f_against_the_original_masks(world, tmp_path):
     """The mixture's sounding object still sounds: its answer is the original mask, so the
     perfect masks score mIoU 1 there (and no FPR), and empty masks score 0."""
-    _, results = world
-    cache = FC.open_cache(cache_dir(results, "s4", "test"))
-    gt = np.asarray(cache.masks) == 1
-    rng = np.random.default_rng(3)
-    q = np.clip(gt * 90 + rng.integers(0, 166, gt.shape), 0, 255).astype(np.uint8)
-    _write_preds(tmp_path, "noisy", cache, q)
+    cache, gt = _s4_test(world)
+    _write_preds(tmp_path, "noisy", cache, _noisy(gt, 3, 90))
     _write_preds(tmp_path, "perfect", cache, np.where(gt, 255, 0).astype(np.uint8))
     _write_preds(tmp_path, "empty", cache, np.zeros(gt.shape, np.uint8))
     mixed = score(open_predictions(tmp_path, "noisy"), cache, "mixture")
