@@ -154,8 +154,7 @@ DONOR_VETO = (
 )
 OFFSCREEN_CLIPS = {
     ds: {
-        sp: plannable(CLIPS[ds][sp], config["offscreen"]["on_missing"], DONOR_VETO)
-        for sp in SPLITS
+        sp: plannable(CLIPS[ds][sp], config["offscreen"]["on_missing"]) for sp in SPLITS
     }
     for ds in DATASETS
 }

@@ -14,10 +14,12 @@ generator does, a random other clip of the same split as donor, flagged
 ``fallback = 1`` in the plan. A clip without AVSS groups (its id is missing
 from the metadata) is a metadata error under ``fail`` and ``fallback`` alike.
 
-An optional ``veto(target, donor)`` removes further donors. Real AVSBench gets none
-(the published rules above, nothing more); the embedded synthetic benchmark knows
-which silent objects each clip shows and vetoes donors that sound like one of them
-(:func:`avsrobust.synthetic.visible_object_veto`): the empty target would be wrong.
+An optional ``veto(target, donor)`` avoids further donors where it can. Real AVSBench
+gets none (the published rules above, nothing more); the embedded synthetic benchmark
+knows which silent objects each clip shows and vetoes donors that sound like one of them
+(:func:`avsrobust.synthetic.visible_object_veto`): the empty target would be wrong. The
+veto only redraws: a clip whose every legal donor is vetoed (a split of two or three
+clips) keeps the donor the published rules give it, so it never makes a clip unplannable.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def _fmt_groups(groups: frozenset[str]) -> str:
     return "+".join(sorted(groups))
 
 
-def problems(clips: list[Clip], veto: Veto | None = None) -> dict[str, str]:
+def problems(clips: list[Clip]) -> dict[str, str]:
     """video -> why it cannot get a donor (unmatched groups, or no valid donor)."""
     by_split: dict[str, list[Clip]] = defaultdict(list)
     for clip in clips:
@@ -86,13 +88,7 @@ def problems(clips: list[Clip], veto: Veto | None = None) -> dict[str, str]:
             if clip.groups not in cache:
                 bad = forbidden_donor_groups(clip.dataset, clip.groups)
                 cache[clip.groups] = any(d.groups and not (d.groups & bad) for d in split_clips)
-            ok = cache[clip.groups]
-            if ok and veto is not None:
-                bad = forbidden_donor_groups(clip.dataset, clip.groups)
-                ok = any(
-                    d.groups and not (d.groups & bad) and not veto(clip, d) for d in split_clips
-                )
-            if not ok:
+            if not cache[clip.groups]:
                 out[clip.video] = (
                     f"no clip in split {clip.split!r} has sound groups disjoint from "
                     f"{_fmt_groups(forbidden_donor_groups(clip.dataset, clip.groups))}"
@@ -105,12 +101,12 @@ def _check_policy(policy: str) -> None:
         raise ValueError(f"unknown offscreen policy {policy!r}; use one of {list(POLICIES)}")
 
 
-def plannable(clips: list[Clip], policy: str, veto: Veto | None = None) -> list[Clip]:
+def plannable(clips: list[Clip], policy: str) -> list[Clip]:
     """Clips that get an off-screen negative: all (fail, fallback) or those without problems."""
     _check_policy(policy)
     if policy != "skip":
         return list(clips)
-    bad = problems(clips, veto)
+    bad = problems(clips)
     return [clip for clip in clips if clip.video not in bad]
 
 
@@ -139,7 +135,7 @@ def plan_donors(
     the module docstring (None: the published rules only; a fallback donor ignores it).
     """
     _check_policy(policy)
-    issues = problems(clips, veto)
+    issues = problems(clips)
     if issues and policy == "fail":
         raise _plan_error(
             where,
@@ -187,10 +183,11 @@ def plan_donors(
         candidates = pools[pool_key]
         rng = item_rng(seed, clip.dataset, clip.split, clip.video, "offscreen", "donor")
         donor = candidates[int(rng.integers(len(candidates)))]
-        # a vetoed draw is redrawn from the same stream: every other clip keeps the
-        # donor the published rules give it (problems() made sure one passes)
-        while veto is not None and veto(clip, donor):
-            donor = candidates[int(rng.integers(len(candidates)))]
+        # a vetoed draw is redrawn from the same stream while an unvetoed legal donor
+        # exists: every clip whose first draw passes keeps the published rules' donor
+        if veto is not None and veto(clip, donor) and not all(veto(clip, d) for d in candidates):
+            while veto(clip, donor):
+                donor = candidates[int(rng.integers(len(candidates)))]
         rows.append(PlanRow(clip, donor))
     return rows, issues
 
