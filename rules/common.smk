@@ -53,7 +53,7 @@ if (
     logger.warning("conda not found: dry-run without creating or checking conda envs")
     workflow.deployment_settings.deployment_method.discard(DeploymentMethod.CONDA)
 
-from avsrobust import active_run, layout  # noqa: E402
+from avsrobust import active_run, layout, snakemake_scheduling  # noqa: E402
 from avsrobust.shutdown import forward_sigterm  # noqa: E402
 from avsrobust.errors import InputError  # noqa: E402
 from avsrobust.frame_cache import FRAMES_FILE, INDEX_FILE, MASKS_FILE  # noqa: E402
@@ -115,6 +115,10 @@ def wild(pattern, **fixed):
 
 
 CACHE_PARTS = {"frames": FRAMES_FILE, "masks": MASKS_FILE, "index": INDEX_FILE}
+# Thousands of per-clip jobs are ready at once: without this Snakemake stats all their inputs
+# and starts a timer thread on every scheduling pass (avsrobust/snakemake_scheduling.py).
+snakemake_scheduling.install()
+
 SYNTHETIC = not config["avsbench_root"]
 DATA_ROOT = "results/synthetic_avsbench" if SYNTHETIC else config["avsbench_root"]
 AVSS = config["avss_metadata"] or str(Path(DATA_ROOT) / layout.AVSS_META)
