@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 import yaml
 
+from avsrobust import layout
 from avsrobust.manifest import read_manifest
 from avsrobust.predictions import open_predictions
 
@@ -354,7 +355,7 @@ def test_training_outputs_of_the_default_experiments(tiny_run):
             assert not (tiny_run / "results/checkpoints" / dataset / experiment / "seed1").exists()
 
 
-CONDITIONS = ("positive", "silence", "noise", "offscreen")
+CONDITIONS = ("positive", "silence", "noise", "offscreen", "mixture")
 
 
 def test_evaluation_metrics_predictions_and_summary(tiny_run):
@@ -365,7 +366,7 @@ def test_evaluation_metrics_predictions_and_summary(tiny_run):
                 doc = json.loads((results / f"metrics/{ds}/{exp}/{cond}.json").read_text())
                 assert (doc["dataset"], doc["experiment"], doc["condition"]) == (ds, exp, cond)
                 assert doc["split"] == "test" and set(doc["runs"]) == {"seed0", "seed1"}
-                key = "miou" if cond == "positive" else "fpr"
+                key = "fpr" if layout.is_negative(cond) else "miou"  # mixture: mIoU
                 values = [r[key] for r in doc["runs"].values()]
                 assert all(0.0 <= v <= 1.0 for v in values)
                 assert doc["mean"][key] == pytest.approx(statistics.mean(values))
@@ -393,7 +394,7 @@ def test_evaluation_metrics_predictions_and_summary(tiny_run):
         n_test = {"s4": "3", "ms3": "2"}[r["dataset"]]
         assert r["videos_split"] == r["videos_offscreen"] == r["videos_positive"] == n_test
         assert r["offscreen_fallback"] == "0" and r["avsbench_batch_videos"] == "4"
-    assert "- ms3: positive 2 of 2, silence 2 of 2, noise 2 of 2, offscreen 2 of 2" in md
+    assert "- ms3: positive 2 of 2, silence 2 of 2, noise 2 of 2, offscreen 2 of 2, mixture 2" in md
     for name in ("fpr_by_type", "g_metrics", "qualitative_s4", "qualitative_ms3"):
         assert (results / f"summary/{name}.png").read_bytes()[:4] == b"\x89PNG"
 
