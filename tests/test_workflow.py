@@ -18,6 +18,8 @@ import yaml
 
 from avsrobust import layout
 from avsrobust.manifest import read_manifest
+from avsrobust.metadata import read_clips
+from avsrobust.png import png_bytes
 from avsrobust.predictions import open_predictions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -293,6 +295,10 @@ def test_empty_splits_stop_the_dag_where_training_or_scoring_needs_them(tiny_roo
     # a test split whose every clip was skipped for want of an off-screen donor (scored
     # through external predictions: training needs a val split tiny_root lacks)
     ms3.write_text("video_id,split\n-ms3aaaaaaa,train\nms3bbbbbbbb,train\nms3dddddddd,test\n")
+    for clip in read_clips(tiny_root, "ms3"):  # the frames and masks the input checks declare
+        for png in layout.clip_images(tiny_root, clip):
+            png.parent.mkdir(parents=True, exist_ok=True)
+            png.write_bytes(png_bytes(np.zeros((8, 8), np.uint8)))
     config = {
         "avsbench_root": str(tiny_root),
         "datasets": ["ms3"],
