@@ -418,6 +418,10 @@ def test_one_job_loads_each_model_once_and_scores_every_condition(world, tmp_pat
         ev.evaluate_model({**p, "runs": ["seed0"]}, **{**kw, "models": [tmp_path / "big.pt"]})
     with pytest.raises(ConfigError, match="2 metrics for 3 conditions"):
         ev.evaluate_model(p, **{**kw, "metrics": kw["metrics"][:2]})
+    with pytest.raises(ConfigError, match="give the feature files"):
+        ev.evaluate_model(p, **{**kw, "features": None})
+    with pytest.raises(ConfigError, match="either the models or an external"):
+        ev.evaluate_model(p, **{**kw, "external": tmp_path})
 
 
 # ----------------------------------------------------------------------------- summary

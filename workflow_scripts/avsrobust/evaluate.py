@@ -359,7 +359,9 @@ def evaluate_model(
             makers[cond]["external"] = make_external
         source: dict[str, Any] = {"kind": "external", "path": str(root), "format": p["format"]}
     else:
-        assert models is not None and features is not None
+        assert models is not None
+        if features is None:
+            raise ConfigError("models are scored on audio features: give the feature files")
         if len(models) != len(runs):
             raise ConfigError(f"{len(models)} checkpoints for runs {runs}")
         files = dict(zip(conditions, zip(features, clips, strict=True), strict=True))
