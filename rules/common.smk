@@ -55,6 +55,7 @@ if (
 
 from avsrobust import active_run, layout, snakemake_scheduling  # noqa: E402
 from avsrobust.shutdown import forward_sigterm  # noqa: E402
+from avsrobust.checkpoint_formats import PUBLISHED_FORMATS  # noqa: E402
 from avsrobust.errors import InputError  # noqa: E402
 from avsrobust.frame_cache import FRAMES_FILE, INDEX_FILE, MASKS_FILE  # noqa: E402
 from avsrobust.metadata import check_split_sizes, read_clips  # noqa: E402
@@ -72,8 +73,12 @@ PLAN = "results/robust/{dataset}/offscreen_plan.tsv"
 MANIFEST = "results/robust/{dataset}/{split}.manifest.tsv"
 FEATURES = "results/features/{dataset}/{split}/{condition}.npy"
 FEATURE_INDEX = "results/features/{dataset}/{split}/{condition}.index.tsv"
-CACHE = "results/frame_cache/{dataset}/{split}/{part}"  # part: frame_cache.*_FILE
+# part: frame_cache.*_FILE; CACHE is at training.image_size, CACHE_AT at another size (an
+# imported checkpoint is evaluated at the size it was trained at): cache_file() picks.
+CACHE = "results/frame_cache/{dataset}/{split}/{part}"
+CACHE_AT = "results/frame_cache/{dataset}/{split}/{size}px/{part}"
 MODEL = "results/models/{dataset}/{experiment}/seed{seed}/{file}"
+IMPORTED = "results/models/{dataset}/{experiment}/imported.pt"
 CHECKPOINTS = "results/checkpoints/{dataset}/{experiment}/seed{seed}"
 PREDICTIONS = "results/predictions/{dataset}/{experiment}/{condition}"
 PREDICTIONS_PNG = "results/predictions_png/{dataset}/{experiment}/{run}/{condition}"
@@ -172,6 +177,7 @@ wildcard_constraints:
     experiment="[A-Za-z0-9_]+",
     seed="[0-9]+",
     run="seed[0-9]+|external",
+    size="[0-9]+",
     data="|".join(layout.DATA_DIRS.values()),
     item=r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)?",
 
@@ -365,6 +371,97 @@ if _clash:
         f"external_predictions {_clash} share a name with experiments; rename one of them"
     )
 
+TRAIN_SIZE = config["training"]["image_size"]
+# Published checkpoints, imported (rule import_checkpoint) and evaluated with no training.
+CHECKPOINTS_IN = config["external_checkpoints"]
+
+
+def _check_external_checkpoints():
+    """Stop at parse time, naming the key, for what would otherwise fail in a job."""
+    for name, ext in CHECKPOINTS_IN.items():
+        where = f"external_checkpoints.{name}"
+        for other, names in (
+            ("an experiment", EXPERIMENTS),
+            ("external_predictions", EXTERNAL),
+        ):
+            if name in names:
+                raise WorkflowError(
+                    f"{where}: {name!r} is also the name of {other}; rename one of them"
+                )
+        if not any(ds in ext for ds in layout.DATASETS):
+            raise WorkflowError(
+                f"{where}: gives no checkpoint (s4: <file> and/or ms3: <file>)"
+            )
+        if not any(ds in ext for ds in DATASETS):
+            continue  # only for datasets this run leaves out
+        fmt = ext["format"]
+        for ds in DATASETS:
+            if ds in ext and not Path(ext[ds]).is_file():
+                raise WorkflowError(
+                    f"{where}.{ds}: {ext[ds]} is not a file (expected the {fmt} "
+                    "checkpoint that the published code saved)"
+                )
+        vggish = ext.get("vggish")
+        if PUBLISHED_FORMATS[fmt].external_vggish and vggish is None:
+            raise WorkflowError(
+                f"{where}: format {fmt} keeps VGGish outside its checkpoint; give "
+                "vggish: <the torchvggish vggish-10086976.pth it was trained with>"
+            )
+        if not PUBLISHED_FORMATS[fmt].external_vggish and vggish is not None:
+            raise WorkflowError(
+                f"{where}.vggish: a {fmt} checkpoint holds its own VGGish weights; "
+                "leave vggish out"
+            )
+        if vggish is not None and not Path(vggish).is_file():
+            raise WorkflowError(
+                f"{where}.vggish: {vggish} is not a file (expected vggish-10086976.pth)"
+            )
+
+
+_check_external_checkpoints()
+
+
+def cache_file(dataset, split, part, size=TRAIN_SIZE):
+    """A frame cache file of (dataset, split) at ``size`` px: the training size's cache is
+    the one training builds; another size is a cache of its own (no cache is rebuilt because
+    another size is needed too)."""
+    if size == TRAIN_SIZE:
+        return CACHE.format(dataset=dataset, split=split, part=part)
+    return CACHE_AT.format(dataset=dataset, split=split, size=size, part=part)
+
+
+def cache_size(wildcards):
+    """The size a frame cache job decodes at: its ``size`` wildcard (CACHE_AT), else
+    training.image_size (CACHE)."""
+    return int(wildcards.get("size", TRAIN_SIZE))
+
+
+def eval_size(dataset, name):
+    """The frame size ``name`` is evaluated at: an imported checkpoint's training size
+    (``image_size`` or its format's), else training.image_size (trained models; PNG
+    predictions are resized to it)."""
+    ext = CHECKPOINTS_IN.get(name)
+    if ext is None:
+        return TRAIN_SIZE
+    return ext.get("image_size") or PUBLISHED_FORMATS[ext["format"]].image_size
+
+
+def import_inputs(wildcards):
+    """The published checkpoint (and VGGish file) an imported model is made from."""
+    ext = CHECKPOINTS_IN[wildcards.experiment]
+    files = {"checkpoint": ext[wildcards.dataset]}
+    if ext.get("vggish") is not None:
+        files["vggish"] = ext["vggish"]
+    return files
+
+
+def import_params(wildcards):
+    ext = CHECKPOINTS_IN[wildcards.experiment]
+    return {
+        "format": ext["format"],
+        "image_size": eval_size(wildcards.dataset, wildcards.experiment),
+    }
+
 
 def training_config(dataset, experiment, seed):
     """The science of one training run (merge order: avsrobust/run_config.py, README)."""
@@ -387,63 +484,80 @@ def training_inputs(wildcards):
 
 
 # Evaluation needs the evaluated split and, for trained experiments, training.
-EVALUATION = EVAL_SPLIT in SPLITS and (TRAINING or bool(EXTERNAL))
+EVALUATION = EVAL_SPLIT in SPLITS and (
+    TRAINING or bool(EXTERNAL) or bool(CHECKPOINTS_IN)
+)
 
 
 def evaluated(dataset):
-    """Experiments and external prediction sets scored on ``dataset`` (table order)."""
+    """Experiments, external prediction sets and imported checkpoints scored on
+    ``dataset`` (table order)."""
     names = list(EXPERIMENTS) if TRAINING else []
-    return names + [n for n, e in EXTERNAL.items() if dataset in e]
+    names += [n for n, e in EXTERNAL.items() if dataset in e]
+    return names + [n for n, e in CHECKPOINTS_IN.items() if dataset in e]
 
 
 def evaluation_inputs(wildcards):
-    """Ground truth (frame cache), the condition's clip list, and the models or PNG folder."""
-    ds, split = wildcards.dataset, EVAL_SPLIT
-    require_clips(ds, {split: "evaluation"}, wildcards.condition)
-    where = {"dataset": ds, "split": split, "condition": wildcards.condition}
+    """Ground truth (the frame cache at the model's size), every condition's clip list (and
+    features), and the models or the PNG folder: one job scores every condition."""
+    ds, name, split = wildcards.dataset, wildcards.experiment, EVAL_SPLIT
+    for cond in CONDITIONS:
+        require_clips(ds, {split: "evaluation"}, cond)
+    size = eval_size(ds, name)
+    where = [{"dataset": ds, "split": split, "condition": c} for c in CONDITIONS]
     files = {
-        "cache": CACHE.format(dataset=ds, split=split, part=INDEX_FILE),
-        "frames": CACHE.format(dataset=ds, split=split, part=FRAMES_FILE),
-        "masks": CACHE.format(dataset=ds, split=split, part=MASKS_FILE),
-        "clips": FEATURE_INDEX.format(**where),
+        "cache": cache_file(ds, split, INDEX_FILE, size),
+        "frames": cache_file(ds, split, FRAMES_FILE, size),
+        "masks": cache_file(ds, split, MASKS_FILE, size),
+        "clips": [FEATURE_INDEX.format(**w) for w in where],  # in CONDITIONS order
     }
-    if wildcards.experiment in EXTERNAL:
-        ext = EXTERNAL[wildcards.experiment]
-        if ds not in ext:
-            raise WorkflowError(
-                f"external_predictions.{wildcards.experiment} has no {ds} folder"
-            )
-        files["external"] = ext[ds]
+    if name in EXTERNAL:
+        if ds not in EXTERNAL[name]:
+            raise WorkflowError(f"external_predictions.{name} has no {ds} folder")
+        files["external"] = EXTERNAL[name][ds]
+        return files
+    files["features"] = [FEATURES.format(**w) for w in where]
+    if name in CHECKPOINTS_IN:
+        if ds not in CHECKPOINTS_IN[name]:
+            raise WorkflowError(f"external_checkpoints.{name} has no {ds} checkpoint")
+        files["models"] = [IMPORTED.format(dataset=ds, experiment=name)]
     else:
-        files["features"] = FEATURES.format(**where)
         ck = EVAL["checkpoint"]
         files["models"] = [
-            MODEL.format(
-                dataset=ds, experiment=wildcards.experiment, seed=s, file=f"{ck}.pt"
-            )
+            MODEL.format(dataset=ds, experiment=name, seed=s, file=f"{ck}.pt")
             for s in SEEDS
         ]
     return files
 
 
 def runs_of(name):
-    """Runs scored for an experiment (one per training seed) or an external set."""
-    return ["external"] if name in EXTERNAL else [f"seed{s}" for s in SEEDS]
+    """Runs scored for an experiment (one per training seed) or an external set or
+    checkpoint."""
+    if name in EXTERNAL or name in CHECKPOINTS_IN:
+        return ["external"]
+    return [f"seed{s}" for s in SEEDS]
 
 
 def evaluation_params(wildcards):
     """What the evaluation job needs beyond its files (one dict: easy to log)."""
-    ext = EXTERNAL.get(wildcards.experiment)
-    return {
+    name = wildcards.experiment
+    ext = EXTERNAL.get(name)
+    ckpt = CHECKPOINTS_IN.get(name)
+    params = {
         "dataset": wildcards.dataset,
-        "experiment": wildcards.experiment,
-        "condition": wildcards.condition,
+        "experiment": name,
+        "conditions": CONDITIONS,
         "split": EVAL_SPLIT,
-        "runs": runs_of(wildcards.experiment),
+        "runs": runs_of(name),
+        "source": "external" if ext else ("checkpoint" if ckpt else "model"),
         "format": ext["format"] if ext else None,
         "batch_size": EVAL["batch_size"],
         "avsbench_batch_videos": EVAL["avsbench_batch_videos"],
     }
+    if ckpt:
+        params["checkpoint_format"] = ckpt["format"]
+        params["image_size"] = eval_size(wildcards.dataset, name)
+    return params
 
 
 def summary_metrics():
@@ -471,12 +585,19 @@ def summary_predictions():
     ]
 
 
+def summary_sizes():
+    """dataset -> evaluated name -> the frame size it was evaluated at."""
+    return {ds: {n: eval_size(ds, n) for n in evaluated(ds)} for ds in DATASETS}
+
+
 def summary_caches():
-    """(dataset, part, file) of the evaluated split's frame cache, for the figures."""
+    """(dataset, size, part, file) of the evaluated split's frame cache at every evaluated
+    size, for the figures (each model's masks are drawn over the frames it saw)."""
+    sizes = summary_sizes()
     return [
-        (ds, name, CACHE.format(dataset=ds, split=EVAL_SPLIT, part=part))
+        (ds, size, name, cache_file(ds, EVAL_SPLIT, part, size))
         for ds in DATASETS
-        if evaluated(ds)
+        for size in dict.fromkeys(sizes[ds].values())
         for name, part in CACHE_PARTS.items()
     ]
 

@@ -1,19 +1,25 @@
 rule evaluate:
-    """Predictions and scores of one (dataset, experiment, audio condition).
+    """Predictions and scores of one (dataset, experiment) under every audio condition.
 
-    Trained experiments: every seed's model predicts the evaluation split under
-    the condition's audio; external prediction sets: their PNGs are imported.
-    Either way the saved predictions are what gets scored.
+    Trained experiments: each seed's model is loaded once and predicts the
+    evaluation split under every condition's audio; imported checkpoints
+    likewise, at the size they were trained at; external prediction sets:
+    their PNGs are imported. Either way the saved predictions are what gets
+    scored, one metrics file and one predictions folder per condition. One
+    job, so one GPU allocation on a cluster, per model.
     """
     input:
         unpack(evaluation_inputs),
     output:
-        metrics=METRICS,
-        predictions=directory(PREDICTIONS),
+        metrics=expand(METRICS, condition=CONDITIONS, allow_missing=True),
+        predictions=[
+            directory(p)
+            for p in expand(PREDICTIONS, condition=CONDITIONS, allow_missing=True)
+        ],
     log:
-        "logs/evaluate/{dataset}/{experiment}/{condition}.log",
+        "logs/evaluate/{dataset}/{experiment}.log",
     benchmark:
-        "results/benchmarks/evaluate/{dataset}/{experiment}/{condition}.tsv"
+        "results/benchmarks/evaluate/{dataset}/{experiment}.tsv"
     conda:
         "../envs/torch.yaml"
     resources:
@@ -21,7 +27,7 @@ rule evaluate:
     params:
         cfg=evaluation_params,
     script:
-        "../workflow_scripts/evaluate_condition.py"
+        "../workflow_scripts/evaluate_model.py"
 
 
 rule export_png:
@@ -102,6 +108,7 @@ rule figures:
         # what each input file is, in input order (the script never rebuilds a path)
         predictions=[f[:-1] for f in summary_predictions()],
         caches=[f[:-1] for f in summary_caches()],
+        sizes=summary_sizes(),
         conditions=CONDITIONS,
         qualitative_videos=EVAL["qualitative_videos"],
     script:

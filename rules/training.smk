@@ -15,9 +15,21 @@ rule frame_cache:
     params:
         root=DATA_ROOT,
         avss=AVSS,
-        image_size=config["training"]["image_size"],
+        image_size=cache_size,
     script:
         "../workflow_scripts/build_frame_cache.py"
+
+
+# The same cache at another size (CACHE_AT: an imported checkpoint's training size).
+use rule frame_cache as frame_cache_at_size with:
+    output:
+        frames=wild(CACHE_AT, part=FRAMES_FILE),
+        masks=wild(CACHE_AT, part=MASKS_FILE),
+        index=wild(CACHE_AT, part=INDEX_FILE),
+    log:
+        "logs/frame_cache/{dataset}/{split}/{size}px.log",
+    benchmark:
+        "results/benchmarks/frame_cache/{dataset}/{split}/{size}px.tsv"
 
 
 rule train:
@@ -48,3 +60,24 @@ rule train:
         ),
     script:
         "../workflow_scripts/train_model.py"
+
+
+rule import_checkpoint:
+    """A published checkpoint (external_checkpoints) in this project's format.
+
+    The checkpoint and VGGish files are inputs: replacing one re-imports and
+    re-scores exactly the models made from it. The imported model carries the
+    size it was trained at; it is evaluated at that size.
+    """
+    input:
+        unpack(import_inputs),
+    output:
+        IMPORTED,
+    log:
+        "logs/import_checkpoint/{dataset}/{experiment}.log",
+    conda:
+        "../envs/torch.yaml"
+    params:
+        cfg=import_params,
+    script:
+        "../workflow_scripts/import_checkpoint.py"

@@ -14,6 +14,7 @@ import yaml
 from snakemake.utils import update_config, validate
 
 from avsrobust import byo, evaluate, features
+from avsrobust.checkpoint_formats import FORMAT_NAMES, PUBLISHED_FORMATS
 from avsrobust.losses import LOSS_DEFAULTS
 from avsrobust.models import PRETRAINED_KEYS, build_model
 from avsrobust.models.avsegformer import AVSEGFORMER_DEFAULTS
@@ -165,6 +166,26 @@ def test_feature_and_evaluation_defaults_are_the_schemas():
         ["--avsbench-root", "r", "--dataset", "s4", "--predictions", "p"]
     )
     assert args.avsbench_batch_videos == e["avsbench_batch_videos"]
+
+
+def test_external_checkpoint_formats_are_the_importers():
+    """The schema's format names are avsrobust.checkpoint_formats' (and the importer's), the
+    block is closed, and a format's training size is AVSBench's 224 or AVSegFormer's 512."""
+    from avsrobust.models.published import FORMATS
+
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    block = schema["properties"]["external_checkpoints"]["additionalProperties"]
+    assert tuple(block["properties"]["format"]["enum"]) == FORMAT_NAMES == tuple(FORMATS)
+    assert block["additionalProperties"] is False
+    assert {n: f.image_size for n, f in PUBLISHED_FORMATS.items()} == {
+        n: 224 if n.startswith("avsbench-tpavi") else 512 for n in FORMAT_NAMES
+    }
+    with pytest.raises(Exception, match="s5"):
+        validated({"external_checkpoints": {"x": {"format": "avsegformer-r50", "s5": "f"}}})
+    with pytest.raises(Exception, match="avsegformer-r101"):
+        validated({"external_checkpoints": {"x": {"format": "avsegformer-r101", "s4": "f"}}})
+    with pytest.raises(Exception, match="format"):
+        validated({"external_checkpoints": {"x": {"s4": "f"}}})
 
 
 # ----------------------------------------------------------------------------- per dataset

@@ -361,6 +361,78 @@ def test_bad_checkpoints_are_named(tmp_path):
         load_checkpoint(tmp_path / "m.pt", torch.device("cpu"))
 
 
+def test_one_job_loads_each_model_once_and_scores_every_condition(world, tmp_path, monkeypatch):
+    """evaluate_model (the workflow's evaluate job): each run's checkpoint is loaded once
+    and predicts every condition; each condition gets its own metrics file and predictions
+    folder, equal to what predict and score give for that condition alone."""
+    from avsrobust import evaluate as ev
+
+    root, results = world
+    conds = ["positive", "silence", "noise"]
+    files = {}
+    for value, cond in zip((0.0, -4.6, 1.5), conds, strict=True):
+        files.update(_features(results, root, "s4", cond, value))
+    ckpts = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        cfg = {"name": "small"}
+        ckpts.append(tmp_path / f"seed{seed}.pt")
+        torch.save({"model": build_model(cfg).state_dict(), "cfg": {"model": cfg}}, ckpts[-1])
+    loads = []
+    real_load = ev.load_checkpoint
+    monkeypatch.setattr(ev, "load_checkpoint", lambda *a: loads.append(a[0]) or real_load(*a))
+    p = {
+        "dataset": "s4",
+        "experiment": "exp",
+        "split": "test",
+        "runs": ["seed0", "seed1"],
+        "conditions": conds,
+        "source": "model",
+        "format": None,
+        "batch_size": 2,
+        "avsbench_batch_videos": 4,
+    }
+    cache = cache_dir(results, "s4", "test")
+    kw = {
+        "cache_index": cache / FC.INDEX_FILE,
+        "clips": [files[c][1] for c in conds],
+        "features": [files[c][0] for c in conds],
+        "metrics": [tmp_path / f"metrics/{c}.json" for c in conds],
+        "predictions": [tmp_path / f"pred/{c}" for c in conds],
+        "models": ckpts,
+    }
+    docs = ev.evaluate_model(p, **kw)
+    assert loads == ckpts  # once per run, not once per (run, condition)
+    gt = FC.open_cache(cache)
+    for cond in conds:
+        doc = json.loads((tmp_path / f"metrics/{cond}.json").read_text())
+        assert doc == json.loads(json.dumps(docs[cond]))
+        assert doc["condition"] == cond and set(doc["runs"]) == {"seed0", "seed1"}
+        alone = AVSDataset(cache, {cond: files[cond]}, [cond])
+        for run, ck in zip(p["runs"], ckpts, strict=True):
+            model, _ = real_load(ck, torch.device("cpu"))
+            ref = predict(model, alone, cond, tmp_path / "ref" / cond, run, torch.device("cpu"))
+            got = tmp_path / f"pred/{cond}/{run}.npy"
+            assert got.read_bytes() == (tmp_path / "ref" / cond / f"{run}.npy").read_bytes()
+            assert doc["runs"][run] == score(ref, gt, cond)
+    # the conditions' predictions differ (each saw its own audio)
+    assert (tmp_path / "pred/positive/seed0.npy").read_bytes() != (
+        tmp_path / "pred/noise/seed0.npy"
+    ).read_bytes()
+    # a model trained at another size than the cache's is refused, naming the checkpoint
+    small = torch.load(ckpts[0], weights_only=True)
+    small["cfg"]["image_size"] = 2 * S
+    torch.save(small, tmp_path / "big.pt")
+    with pytest.raises(InputError, match=f"big.pt: trained at {2 * S} px, but the frame cache"):
+        ev.evaluate_model({**p, "runs": ["seed0"]}, **{**kw, "models": [tmp_path / "big.pt"]})
+    with pytest.raises(ConfigError, match="2 metrics for 3 conditions"):
+        ev.evaluate_model(p, **{**kw, "metrics": kw["metrics"][:2]})
+    with pytest.raises(ConfigError, match="give the feature files"):
+        ev.evaluate_model(p, **{**kw, "features": None})
+    with pytest.raises(ConfigError, match="either the models or an external"):
+        ev.evaluate_model(p, **{**kw, "external": tmp_path})
+
+
 # ----------------------------------------------------------------------------- summary
 def test_mean_and_sample_std_over_runs():
     assert mean_std([0.5]) == (0.5, None)

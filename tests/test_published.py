@@ -12,12 +12,12 @@ published forward passes is ``benchmarks/published_parity.py`` (it needs the pub
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import PUBLISHED_FACTS as FACTS
+from helpers import published_state
 
 from avsrobust.errors import InputError
 from avsrobust.models import build_model
@@ -34,9 +34,6 @@ from avsrobust.models.published import (
 from avsrobust.weights import pvt_original_to_timm
 
 pytestmark = pytest.mark.usefixtures("few_threads")
-FACTS = json.loads(
-    gzip.decompress((Path(__file__).parent / "data" / "published_state_dicts.json.gz").read_bytes())
-)["formats"]
 
 UNUSED_BRANCH = "B2_ResNet's second branch (layer3_2/layer4_2): the forward never runs it"
 TOP_LATERAL = "path4.resConfUnit1: the top fusion block gets one input, so it never runs"
@@ -84,19 +81,6 @@ SAMPLES = {
     },
     "avsbench-robust-avsegformer": {"classifier.audio_proj.weight": "cosine_sim.audio_proj.weight"},
 }
-
-
-def published_state(fmt: str, part: str = "checkpoint", scale: float = 1.0) -> dict:
-    """Tensor ``i`` of the recorded state dict = the constant ``(i + 1) * scale`` (stride 0;
-    the VGGish file's count on from 10000, so no two tensors of a test share a value). With a
-    ``scale`` below 1 (forward passes), BatchNorm variances are 1."""
-    state = {}
-    first = 10_000 if part == "vggish" else 0
-    for i, (key, shape, dtype) in enumerate(FACTS[fmt][part], start=first):
-        value = (i + 1) * scale if key.endswith(("weight", "bias", "mean")) or scale == 1 else 1.0
-        t = torch.full((), value if dtype != "int64" else i + 1, dtype=getattr(torch, dtype))
-        state[key] = t.expand(shape)
-    return state
 
 
 def _value(t: torch.Tensor) -> float:

@@ -39,8 +39,9 @@ SLURM_TINY = {
 VIDEOS = 6
 #: rules that run inside the main Snakemake process (localrules), never on SLURM
 LOCAL_RULES = {"all", "offscreen_plan", "negative_audio", "offscreen_audio", "mixture_audio"}
-#: rules that ask for a GPU: features (features.gpus), train and evaluate (default 1 each)
-GPU_RULES = {"audio_features": 3 * 5, "train": 2, "evaluate": 2 * 5}
+#: rules that ask for a GPU: features (features.gpus), train and evaluate (default 1 each);
+#: one evaluate job (one allocation) per (dataset, experiment) scores every audio condition
+GPU_RULES = {"audio_features": 3 * 5, "train": 2, "evaluate": 2}
 
 
 @pytest.fixture(scope="module")

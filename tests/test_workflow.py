@@ -333,6 +333,9 @@ def test_changed_noise_level_reruns_only_noise_clips(tiny_run):
     assert counts["negative_audio"] == videos  # noise only; silence is untouched
     assert "offscreen_audio" not in counts and "synthetic_avsbench" not in counts
     assert counts["audio_features"] == 2 * 3  # the noise features of each split
+    # one evaluate job per (dataset, experiment) scores every condition: a changed noise
+    # input reruns each model's whole job (not 2 x 2 x 4 jobs, one per condition)
+    assert counts["evaluate"] == 2 * 2 and counts["summary"] == 1
 
 
 def test_training_outputs_of_the_default_experiments(tiny_run):
@@ -435,3 +438,164 @@ def test_external_predictions_are_scored_like_the_model_that_made_them(tiny_run,
     assert f"external_predictions.theirs.s4: {tmp_path / 'nowhere'} is not a folder" in (
         proc.stdout + proc.stderr
     )
+
+
+# one config name per published format; image_size 64 (not training.image_size, 32) takes
+# the frame cache built at the checkpoint's own size
+IMPORTS = {
+    "tpavi_r50": ("avsbench-tpavi-r50", 32, ("s4", "ms3")),
+    "tpavi_pvt2": ("avsbench-tpavi-pvt2", 32, ("s4",)),
+    "seg_r50": ("avsegformer-r50", 64, ("s4",)),
+    "seg_pvt2": ("avsegformer-pvt2", 64, ("s4",)),
+    "robust_seg": ("avsbench-robust-avsegformer", 32, ("s4",)),
+}
+
+
+def _published_files(folder: Path, scale: float = 1e-6) -> dict:
+    """external_checkpoints for IMPORTS: state dicts in each published layout (recorded key
+    names and shapes, a constant per tensor: tests/helpers.published_state)."""
+    import torch
+    from helpers import published_state
+
+    from avsrobust.checkpoint_formats import PUBLISHED_FORMATS
+
+    folder.mkdir(parents=True, exist_ok=True)
+    block = {}
+    for name, (fmt, size, datasets) in IMPORTS.items():
+        entry = {"format": fmt, "image_size": size}
+        for ds in datasets:
+            torch.save(published_state(fmt, scale=scale), folder / f"{name}_{ds}.pth")
+            entry[ds] = str(folder / f"{name}_{ds}.pth")
+        if PUBLISHED_FORMATS[fmt].external_vggish:
+            torch.save(published_state(fmt, "vggish", scale=scale), folder / "vggish.pth")
+            entry["vggish"] = str(folder / "vggish.pth")
+        block[name] = entry
+    return block
+
+
+def test_external_checkpoints_of_every_format_are_scored_under_every_condition(tiny_run, tmp_path):
+    """A checkpoint of each published format, saved in its published layout, imports and is
+    scored under every condition with no training, at its own size, in the same summary,
+    figures and report; replacing one file re-imports and re-scores that model alone."""
+    import torch
+
+    from avsrobust.data import AVSDataset
+    from avsrobust.evaluate import load_checkpoint, predict
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    block = _published_files(tmp_path / "published")
+    config = {**TINY, "external_checkpoints": block}
+    proc = snakemake(work, config)
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["import_checkpoint"] == 6 and counts["evaluate"] == 6
+    assert counts["frame_cache_at_size"] == 1  # s4 test at 64 px, shared by both 64-px models
+    assert "train" not in counts and "frame_cache" not in counts
+    results = work / "results"
+    for name, (fmt, size, datasets) in IMPORTS.items():
+        for ds in datasets:
+            imported = torch.load(
+                results / f"models/{ds}/{name}/imported.pt", map_location="cpu", weights_only=True
+            )["cfg"]
+            assert imported["image_size"] == size and imported["imported"]["format"] == fmt
+            assert imported["imported"]["checkpoint"] == block[name][ds]
+            for cond in CONDITIONS:
+                doc = json.loads((results / f"metrics/{ds}/{name}/{cond}.json").read_text())
+                assert doc["condition"] == cond and list(doc["runs"]) == ["external"]
+                assert doc["source"]["kind"] == "checkpoint" and doc["source"]["format"] == fmt
+                assert doc["source"]["image_size"] == size
+                preds = open_predictions(results / f"predictions/{ds}/{name}/{cond}", "external")
+                assert preds.probs.shape == (3 if ds == "s4" else 2, 5, size, size)
+    assert (results / "frame_cache/s4/test/64px/index.tsv").is_file()
+    # the workflow's predictions are the imported model's on the frames at its size
+    model, cfg = load_checkpoint(results / "models/s4/seg_r50/imported.pt", torch.device("cpu"))
+    feats = results / "features/s4/test"
+    ds = AVSDataset(
+        results / "frame_cache/s4/test/64px",
+        {"noise": (feats / "noise.npy", feats / "noise.index.tsv")},
+        ["noise"],
+    )
+    predict(model, ds, "noise", tmp_path / "ref", "external", torch.device("cpu"), amp=cfg["amp"])
+    assert (tmp_path / "ref/external.npy").read_bytes() == (
+        results / "predictions/s4/seg_r50/noise/external.npy"
+    ).read_bytes()
+    lines = (results / "summary/summary.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    rows = [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
+    got = [(r["dataset"], r["experiment"], r["source"]) for r in rows]
+    assert got == [
+        *[("s4", e, "model") for e in ("baseline", "robust")],
+        *[("s4", n, "checkpoint") for n in sorted(IMPORTS)],  # config order (yaml sorts)
+        *[("ms3", e, "model") for e in ("baseline", "robust")],
+        ("ms3", "tpavi_r50", "checkpoint"),
+    ]
+    for r in rows:
+        assert all(r[f"fpr_{t}"] != "" for t in ("silence", "noise", "offscreen")), r
+        assert r["miou"] != "" and r["g_miou"] != ""
+    html = tmp_path / "report.html"
+    snakemake(work, config, "--report", str(html))
+    assert "seg_pvt2" in (results / "summary/summary.md").read_text() and html.stat().st_size
+    # a new checkpoint file: that model alone is imported and scored again
+    assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(snakemake(work, config, "-n"))
+    other = _published_files(tmp_path / "other", scale=2e-6)["seg_r50"]["s4"]
+    shutil.copyfile(other, block["seg_r50"]["s4"])
+    counts = job_counts((lambda p: p.stdout + p.stderr)(snakemake(work, config, "-n")))
+    assert counts == {
+        "import_checkpoint": 1,
+        "evaluate": 1,
+        "summary": 1,
+        "figures": 1,
+        "all": 1,
+        "total": 5,
+    }
+    # a rerun of one model's job rewrites every condition's predictions and scores with the
+    # same bytes (so rerunning the whole job when one condition's input changed is exact)
+    scored = {
+        c: sha_tree(results / d / "s4/robust_seg")
+        for c, d in (("m", "metrics"), ("p", "predictions"))
+    }
+    proc = snakemake(work, config, "--force", "results/metrics/s4/robust_seg/noise.json")
+    assert job_counts(proc.stdout + proc.stderr)["evaluate"] == 1
+    assert {
+        c: sha_tree(results / d / "s4/robust_seg")
+        for c, d in (("m", "metrics"), ("p", "predictions"))
+    } == scored
+
+
+def test_external_checkpoint_errors_name_the_key_or_file(tmp_path):
+    """Missing files and VGGish mix-ups stop the DAG naming the key; a checkpoint of another
+    format fails its import job naming the file and the format it fits; the format's own
+    training size (AVSegFormer: 512 px) is the default evaluation size."""
+    block = _published_files(tmp_path / "published")
+    r50, seg = block["tpavi_r50"], block["seg_r50"]
+    bad = {
+        "x": ({"s4": r50["s4"], "format": r50["format"]}, "keeps VGGish outside its checkpoint"),
+        "y": ({**seg, "vggish": r50["vggish"]}, "external_checkpoints.y.vggish: a avsegformer"),
+        "z": (
+            {"s4": str(tmp_path / "nope.pth"), "format": seg["format"]},
+            "nope.pth is not a file",
+        ),
+        "baseline": (seg, "'baseline' is also the name of an experiment"),
+    }
+    for name, (entry, message) in bad.items():
+        proc = snakemake(
+            tmp_path / name, {**TINY, "external_checkpoints": {name: entry}}, "-n", check=False
+        )
+        assert proc.returncode != 0 and message in proc.stdout + proc.stderr, name
+    # AVSegFormer's default size: the evaluated split's frame cache is built at 512 px
+    entry = {"s4": seg["s4"], "format": seg["format"]}
+    config = {**TINY, "external_checkpoints": {"seg": entry}}
+    proc = snakemake(tmp_path / "dry", config, "-n", "results/metrics/s4/seg/noise.json")
+    assert "results/frame_cache/s4/test/512px/frames.npy" in proc.stdout + proc.stderr
+    # an AVSegFormer file declared as TPAVI: the import job fails naming file and format
+    work = tmp_path / "wrong"
+    wrong = {"s4": seg["s4"], "format": "avsbench-tpavi-r50", "vggish": r50["vggish"]}
+    proc = snakemake(
+        work,
+        {**TINY, "external_checkpoints": {"w": wrong}},
+        "results/models/s4/w/imported.pt",
+        check=False,
+    )
+    log = (work / "logs/import_checkpoint/s4/w.log").read_text()
+    assert proc.returncode != 0 and seg["s4"] in log and "fits --format avsegformer-r50" in log
+    assert not (work / "results/models/s4/w/imported.pt").exists()

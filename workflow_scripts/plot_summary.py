@@ -18,9 +18,10 @@ def main(logger):
     rows, negatives = summary["rows"], summary["negatives"]
     plots.fpr_by_type(rows, negatives, snakemake.output.fpr)
     plots.g_metrics(rows, snakemake.output.g)
+    # the evaluated split's frame cache at every size a model was evaluated at
     caches = {
-        ds: Path(path).parent
-        for (ds, part), path in zip(p.caches, snakemake.input.caches, strict=True)
+        (ds, size): open_cache(Path(path).parent)
+        for (ds, size, part), path in zip(p.caches, snakemake.input.caches, strict=True)
         if part == "index"
     }
     folders = {
@@ -29,17 +30,16 @@ def main(logger):
     }
     for path in snakemake.output.qualitative:
         ds = Path(path).stem.removeprefix("qualitative_")
-        preds = {}
+        preds, frames = {}, {}
         for r in rows:
             if r["dataset"] == ds:
+                name = r["experiment"]
                 first = r["run_names"][0]  # one run per experiment: the first scored
-                preds[r["experiment"]] = {
-                    c: open_predictions(folders[(ds, r["experiment"], c)], first)
-                    for c in p.conditions
+                preds[name] = {
+                    c: open_predictions(folders[(ds, name, c)], first) for c in p.conditions
                 }
-        plots.qualitative(
-            open_cache(caches[ds]), preds, p.conditions, path, n_videos=p.qualitative_videos
-        )
+                frames[name] = caches[(ds, p.sizes[ds][name])]
+        plots.qualitative(frames, preds, p.conditions, path, n_videos=p.qualitative_videos)
         logger.info("%s: %s", path, ", ".join(preds))
 
 

@@ -1,6 +1,7 @@
 """Evaluation: predictions of one (model, condition), and their scores.
 
-Two steps, kept apart on purpose:
+Two steps, kept apart on purpose (:func:`evaluate_model` runs both for one model under
+every audio condition: the workflow's ``evaluate`` job):
 
 1. :func:`predict` runs a trained model over one audio condition of a split and
    writes its probabilities in the compact format of :mod:`avsrobust.predictions`;
@@ -26,6 +27,7 @@ What :func:`score` reports (definitions in :mod:`avsrobust.metrics`):
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -35,9 +37,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .data import AVSDataset, build_loader
+from .atomic import atomic_write_text
+from .data import AVSDataset, build_loader, read_feature_index
 from .errors import ConfigError, InputError
-from .frame_cache import IGNORE, GroundTruth
+from .frame_cache import IGNORE, GroundTruth, open_cache
 from .layout import is_negative
 from .metrics import AVSBENCH_BATCH_VIDEOS, FPRMeter, FScoreMeter, IoUMeter
 from .models import build_model
@@ -47,6 +50,7 @@ from .predictions import (
     PredictionWriter,
     logits_to_uint8,
     open_predictions,
+    read_png_tree,
     uint8_to_logits,
     write_index,
 )
@@ -224,6 +228,10 @@ def score(
     }
 
 
+def _say(log: Callable[[str], Any] | logging.Logger | None) -> Callable[[str], Any]:
+    return log.info if isinstance(log, logging.Logger) else (log or (lambda _m: None))
+
+
 def evaluate_runs(
     runs: Mapping[str, Callable[[], Predictions]],
     cache: GroundTruth,
@@ -234,7 +242,7 @@ def evaluate_runs(
     log: Callable[[str], Any] | logging.Logger | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Score every run (``run name -> function that makes or opens its predictions``)."""
-    say = log.info if isinstance(log, logging.Logger) else (log or (lambda _m: None))
+    say = _say(log)
     out: dict[str, dict[str, Any]] = {}
     for run, make in runs.items():
         preds = make()
@@ -274,3 +282,147 @@ def condition_document(
         "mean": {k: v[0] for k, v in stats.items()},
         "std": {k: v[1] for k, v in stats.items()},
     }
+
+
+# ----------------------------------------------------------------------------- one model
+
+
+def evaluate_model(
+    p: Mapping[str, Any],
+    *,
+    cache_index: str | Path,
+    clips: Sequence[str | Path],
+    metrics: Sequence[str | Path],
+    predictions: Sequence[str | Path],
+    features: Sequence[str | Path] | None = None,
+    models: Sequence[str | Path] | None = None,
+    external: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    log: Callable[[str], Any] | logging.Logger | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Predict and score one (dataset, experiment) under every condition of
+    ``p["conditions"]``; returns condition -> the document written to its metrics JSON.
+
+    ``clips``, ``features`` (feature files), ``metrics`` (JSON paths) and ``predictions``
+    (folders) are per condition, in ``p["conditions"]`` order. Either ``models`` (one
+    checkpoint per run of ``p["runs"]``: each is loaded once and predicts every condition,
+    so a model costs one load and, on a cluster, one GPU allocation) or ``external`` (a PNG
+    tree, imported per condition at the frame cache's size). The frame cache
+    (``cache_index``) must be at the size each model was trained at (its ``image_size``).
+    ``p``: ``dataset``, ``experiment``, ``split``, ``runs``, ``conditions``, ``source``
+    (``model`` | ``checkpoint`` | ``external``), ``format`` (PNG format), ``batch_size``,
+    ``avsbench_batch_videos`` and, for ``checkpoint``, ``checkpoint_format``, ``image_size``.
+    """
+    say = _say(log)
+    conditions = list(p["conditions"])
+    per_condition = {"clips": clips, "metrics": metrics, "predictions": predictions}
+    if features is not None:
+        per_condition["features"] = features
+    for what, files in per_condition.items():
+        if len(files) != len(conditions):
+            raise ConfigError(f"{len(files)} {what} for {len(conditions)} conditions")
+    if (models is None) == (external is None):
+        raise ConfigError("give either the models or an external prediction folder")
+    device = torch.device(device)
+    cache_dir = Path(cache_index).parent
+    cache = open_cache(cache_dir)
+    out_dirs = [Path(d) for d in predictions]
+    for d in out_dirs:
+        d.mkdir(parents=True, exist_ok=True)
+    runs = list(p["runs"])
+    say(
+        f"{p['dataset']}/{p['experiment']} on {device}, {p['split']} split at "
+        f"{cache.image_size} px, runs {runs}, conditions {conditions}"
+    )
+
+    makers: dict[str, dict[str, Callable[[], Predictions]]] = {c: {} for c in conditions}
+    if external is not None:
+        root = Path(external)
+        for cond, listed_in, out_dir in zip(conditions, clips, out_dirs, strict=True):
+            listed = read_feature_index(listed_in)  # videos with this condition's audio
+            rows = [i for i, v in enumerate(cache.videos) if v in listed]
+
+            def make_external(cond=cond, out_dir=out_dir, rows=rows) -> Predictions:
+                videos = [cache.videos[i] for i in rows]
+                categories = [cache.categories[i] for i in rows]
+                info = read_png_tree(
+                    root,
+                    p["dataset"],
+                    p["split"],
+                    cond,
+                    videos,
+                    categories,
+                    cache.image_size,
+                    out_dir / "external.npy",
+                    p["format"],
+                )
+                write_index(out_dir / INDEX_FILE, videos, categories)
+                say(f"imported {cond} from {root}: {info}")
+                return open_predictions(out_dir, "external")
+
+            makers[cond]["external"] = make_external
+        source: dict[str, Any] = {"kind": "external", "path": str(root), "format": p["format"]}
+    else:
+        assert models is not None
+        if features is None:
+            raise ConfigError("models are scored on audio features: give the feature files")
+        if len(models) != len(runs):
+            raise ConfigError(f"{len(models)} checkpoints for runs {runs}")
+        files = dict(zip(conditions, zip(features, clips, strict=True), strict=True))
+        dataset = AVSDataset(cache_dir, files, conditions)
+        imported = {}
+        for run, ckpt in zip(runs, models, strict=True):
+            model, cfg = load_checkpoint(ckpt, device)
+            size = cfg.get("image_size", cache.image_size)
+            if size != cache.image_size:
+                raise InputError(
+                    ckpt,
+                    f"trained at {size} px, but the frame cache {cache_dir} is at "
+                    f"{cache.image_size} px (a model is evaluated at the size it was trained at)",
+                )
+            imported = cfg.get("imported") or {}
+            for cond, out_dir in zip(conditions, out_dirs, strict=True):
+                predict(
+                    model,
+                    dataset,
+                    cond,
+                    out_dir,
+                    run,
+                    device,
+                    batch_size=p["batch_size"],
+                    amp=cfg["amp"],
+                    channels_last=cfg["channels_last"],
+                    gate=cfg["gate_with_classifier"],
+                    progress=True,
+                )
+            del model
+            for cond, out_dir in zip(conditions, out_dirs, strict=True):
+                makers[cond][run] = lambda d=out_dir, r=run: open_predictions(d, r)
+        source = {"kind": "model", "checkpoints": list(map(str, models))}
+        if p.get("source") == "checkpoint":
+            source = {
+                "kind": "checkpoint",
+                "format": p["checkpoint_format"],
+                "image_size": cache.image_size,
+                "checkpoints": list(map(str, models)),
+                "published": imported.get("checkpoint"),
+                "published_sha256": imported.get("checkpoint_sha256"),
+                "vggish": imported.get("vggish"),
+                "vggish_sha256": imported.get("vggish_sha256"),
+            }
+
+    docs = {}
+    for cond, path in zip(conditions, metrics, strict=True):
+        scores = evaluate_runs(
+            makers[cond],
+            cache,
+            cond,
+            device=device,
+            avsbench_batch_videos=p["avsbench_batch_videos"],
+            log=say,
+        )
+        doc = condition_document(p["dataset"], p["experiment"], cond, p["split"], scores, source)
+        atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+        say(f"{cond}: mean {doc['mean']}")
+        docs[cond] = doc
+    return docs

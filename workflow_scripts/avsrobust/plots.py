@@ -125,7 +125,7 @@ def _overlay(frame: np.ndarray, probs: np.ndarray | None, gt: np.ndarray | None)
 
 
 def qualitative(
-    cache: FrameCache,
+    cache: FrameCache | Mapping[str, FrameCache],
     predictions: Mapping[str, Mapping[str, Predictions]],
     conditions: Sequence[str],
     path: str | Path,
@@ -139,21 +139,25 @@ def qualitative(
 
     ``predictions``: experiment -> condition -> predictions of one run. Videos are
     the first ``n_videos`` of the positive predictions (same for every experiment).
+    ``cache``: the split's frame cache, or experiment -> the cache at the size that
+    experiment was evaluated at (an imported checkpoint's training size).
     """
     exps = list(predictions)
+    caches = cache if isinstance(cache, Mapping) else dict.fromkeys(exps, cache)
     first = predictions[exps[0]]["positive"]
     videos = list(first.videos[:n_videos])
-    row_of = {v: i for i, v in enumerate(cache.videos)}
     n_rows, n_cols = len(exps) * len(videos), 1 + len(conditions)
     fig, axes = plt.subplots(
         n_rows, n_cols, figsize=(1.9 * n_cols, 1.9 * n_rows + 0.4), squeeze=False
     )
     for e, exp in enumerate(exps):
+        frames = caches[exp]
+        row_of = {v: i for i, v in enumerate(frames.videos)}
         for v, video in enumerate(videos):
             r = e * len(videos) + v
             cr = row_of[video]
-            img = np.asarray(cache.frames[cr, frame])
-            gt = np.asarray(cache.masks[cr, frame])
+            img = np.asarray(frames.frames[cr, frame])
+            gt = np.asarray(frames.masks[cr, frame])
             axes[r, 0].imshow(_overlay(img, None, gt))
             axes[r, 0].set_ylabel(f"{exp}\n{video[:11]}", fontsize=7)
             for c, cond in enumerate(conditions, start=1):

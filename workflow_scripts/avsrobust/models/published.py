@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from ..atomic import atomic_path
+from ..checkpoint_formats import FORMAT_NAMES, PUBLISHED_FORMATS
 from ..errors import InputError
 from ..manifest import sha256_file
 from ..weights import pvt_original_to_timm, read_state_dict
@@ -214,53 +215,50 @@ def _avsegformer_rules(backbone: str, robust: bool) -> tuple[Rule, ...]:
     return bb + _AVSEGFORMER_HEAD + (extra if robust else ())
 
 
-def _avsbench(backbone: str) -> Format:
-    short, name = ("r50", "ResNet-50") if backbone == "resnet50" else ("pvt2", "PVT-v2-b5")
+def _avsbench(name: str, backbone: str) -> Format:
+    facts = PUBLISHED_FORMATS[name]
     bb = (
         _resnet_rules("resnet.")
         if backbone == "resnet50"
         else (Rule(r"^encoder_backbone\.(.*)$", _pvt),)
     )
     return Format(
-        f"avsbench-tpavi-{short}",
-        f"OpenNLPLab/AVSBench avs_scripts/avs_s4|avs_ms3 Pred_endecoder ({name})",
+        name,
+        facts.source,
         {"name": "tpavi", "backbone": backbone, "classifier": False},
-        224,
+        facts.image_size,
         bb + _resolve(_TPAVI_RULES),
-        True,
+        facts.external_vggish,
         _infer_tpavi,
     )
 
 
-def _avsegformer(name: str, source: str, backbone: str, robust: bool) -> Format:
+def _avsegformer(name: str, backbone: str, robust: bool) -> Format:
+    facts = PUBLISHED_FORMATS[name]
     return Format(
         name,
-        source,
+        facts.source,
         {"name": "avsegformer", "backbone": backbone, "robust": robust},
-        512,
+        facts.image_size,
         _avsegformer_rules(backbone, robust),
-        False,
+        facts.external_vggish,
         _infer_avsegformer,
     )
 
 
-_SEG = "vvvb-github/AVSegFormer AVSegFormer"
+#: The rules of every format of :data:`~avsrobust.checkpoint_formats.PUBLISHED_FORMATS` (its
+#: source, training size and VGGish placement are defined there: the workflow reads them
+#: without torch).
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        _avsbench("resnet50"),
-        _avsbench("pvt_v2_b5"),
-        _avsegformer("avsegformer-r50", f"{_SEG} (ResNet-50)", "resnet50", False),
-        _avsegformer("avsegformer-pvt2", f"{_SEG} (PVT-v2-b5)", "pvt_v2_b5", False),
-        _avsegformer(
-            "avsbench-robust-avsegformer",
-            "jiali-home/AVSBench-Robust training_evaluation/code/AVSegFormer AVSegFormer_robust",
-            "pvt_v2_b5",
-            True,
-        ),
+        _avsbench("avsbench-tpavi-r50", "resnet50"),
+        _avsbench("avsbench-tpavi-pvt2", "pvt_v2_b5"),
+        _avsegformer("avsegformer-r50", "resnet50", False),
+        _avsegformer("avsegformer-pvt2", "pvt_v2_b5", False),
+        _avsegformer("avsbench-robust-avsegformer", "pvt_v2_b5", True),
     )
 }
-FORMAT_NAMES = tuple(FORMATS)
 
 
 @dataclass
