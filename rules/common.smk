@@ -63,6 +63,7 @@ from avsrobust.negatives import NegativeSettings  # noqa: E402
 from avsrobust.offscreen_plan import plan_donors, plannable  # noqa: E402
 from avsrobust.run_config import training_config as run_training_config  # noqa: E402
 from avsrobust.synthetic import SyntheticConfig, synthetic_index  # noqa: E402
+from avsrobust.synthetic import visible_object_veto  # noqa: E402
 
 # Result paths: each pattern once. Rules declare their outputs with these, input functions
 # fill them in (str.format), and jobs read snakemake.input/output: the DAG and the code
@@ -128,8 +129,11 @@ DATA_ROOT = "results/synthetic_avsbench" if SYNTHETIC else config["avsbench_root
 AVSS = config["avss_metadata"] or str(Path(DATA_ROOT) / layout.AVSS_META)
 DATASETS = config["datasets"]
 SPLITS = config["splits"]
+# the generated audio types (negative types and mixture; how each is scored:
+# layout.CONDITION_KIND) and the configured audio conditions (layout.CONDITIONS: all)
 NEGATIVES = config["negatives"]
-# the configured audio conditions (layout.CONDITIONS: every one there is)
+# the configured types built from the off-screen plan's donors (they need the plan)
+DONOR_NEGATIVES = [t for t in NEGATIVES if t in layout.DONOR_TYPES]
 CONDITIONS = ["positive", *NEGATIVES]
 NEG_SETTINGS = NegativeSettings.from_config(config)
 
@@ -150,6 +154,13 @@ def _load_clips():
 
 
 CLIPS = _load_clips()
+# Synthetic clips: donors that sound like a visible silent object are vetoed (the
+# offscreen_plan job does the same); real data follows the published rules only.
+DONOR_VETO = (
+    visible_object_veto(SyntheticConfig.from_mapping(config["synthetic"]))
+    if SYNTHETIC
+    else None
+)
 OFFSCREEN_CLIPS = {
     ds: {
         sp: plannable(CLIPS[ds][sp], config["offscreen"]["on_missing"]) for sp in SPLITS
@@ -161,7 +172,7 @@ OFFSCREEN_CLIPS = {
 wildcard_constraints:
     dataset="|".join(layout.DATASETS),
     split="|".join(layout.SPLITS),
-    negtype="|".join(layout.NEGATIVE_TYPES),
+    negtype="|".join(layout.GENERATED_TYPES),
     condition="|".join(layout.CONDITIONS),
     experiment="[A-Za-z0-9_]+",
     seed="[0-9]+",
@@ -180,8 +191,8 @@ def metadata_files(dataset):
 
 
 def clips_for(dataset, split, condition):
-    """Clips that have audio under ``condition`` (off-screen may skip some)."""
-    if condition == "offscreen":
+    """Clips that have audio under ``condition`` (the donor types may skip some)."""
+    if condition in layout.DONOR_TYPES:
         return OFFSCREEN_CLIPS[dataset][split]
     return CLIPS[dataset][split]
 
@@ -220,6 +231,7 @@ def offscreen_donor_wav(wildcards):
                 config["seed"],
                 config["offscreen"]["on_missing"],
                 where=f"{dataset} metadata",
+                veto=DONOR_VETO,
             )
         except InputError as exc:
             raise WorkflowError(f"Bad AVSBench metadata: {exc}") from None
@@ -328,12 +340,12 @@ def require_clips(dataset, needs, condition="positive"):
         check_split_sizes(dataset, clips, SPLITS, needs, _split_source(dataset))
     except InputError as exc:
         raise WorkflowError(f"Empty split: {exc}") from None
-    for split in needs if condition == "offscreen" else []:
+    for split in needs if condition in layout.DONOR_TYPES else []:
         if not OFFSCREEN_CLIPS[dataset][split]:
             raise WorkflowError(
                 f"{dataset} {split}: no clip has an off-screen donor (offscreen.on_missing: "
-                "skip left them all out), so the off-screen condition would score nothing; "
-                "use on_missing: fallback or leave offscreen out of `negatives`"
+                f"skip left them all out), so the {condition} condition would score nothing; "
+                f"use on_missing: fallback or leave {condition} out of `negatives`"
             )
 
 
@@ -592,9 +604,7 @@ def summary_caches():
 
 def summary_plans():
     """The off-screen plans: the summary counts the fallback donors of the evaluated split."""
-    return (
-        [PLAN.format(dataset=ds) for ds in DATASETS] if "offscreen" in NEGATIVES else []
-    )
+    return [PLAN.format(dataset=ds) for ds in DATASETS] if DONOR_NEGATIVES else []
 
 
 def all_targets():

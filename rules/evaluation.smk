@@ -70,7 +70,7 @@ rule summary:
         split=EVAL_SPLIT,
         # videos of the evaluated split (what each condition's count is out of)
         split_videos={ds: len(CLIPS[ds][EVAL_SPLIT]) for ds in DATASETS},
-        plan_datasets=DATASETS if "offscreen" in NEGATIVES else [],
+        plan_datasets=DATASETS if DONOR_NEGATIVES else [],
     script:
         "../workflow_scripts/write_summary.py"
 

@@ -7,6 +7,7 @@ localrules:
     offscreen_plan,
     negative_audio,
     offscreen_audio,
+    mixture_audio,
 
 
 rule offscreen_plan:
@@ -25,6 +26,7 @@ rule offscreen_plan:
         seed=config["seed"],
         policy=config["offscreen"]["on_missing"],
         splits=SPLITS,
+        synthetic=config["synthetic"] if SYNTHETIC else None,
     script:
         "../workflow_scripts/plan_offscreen.py"
 
@@ -96,13 +98,42 @@ rule offscreen_audio:
         )
 
 
+rule mixture_audio:
+    """One mixture clip per (dataset, split, video): its own audio plus its planned
+    off-screen donor's at negative_audio.mixture_snr_db (the correct mask stays the
+    original one). In-process like negative_audio.
+    """
+    input:
+        positive=POSITIVE_PATTERN,
+        plan=offscreen_plan_of,
+        donor=[] if SYNTHETIC else offscreen_donor_wav,
+    output:
+        wav="results/robust/{data}/audio_wav_mixture/{split}/{item}.wav",
+    log:
+        "logs/robust/{data}/audio_wav_mixture/{split}/{item}.log",
+    threads: 0
+    params:
+        settings=NEG_SETTINGS.relevant("mixture"),
+    run:
+        from avsrobust.workflow_jobs import negative_job
+
+        negative_job(
+            NegativeSettings(**params.settings),
+            DATA_ROOT,
+            wildcards,
+            "mixture",
+            output.wav,
+            log[0],
+            plan=input.plan,
+            declared_donor=input.donor or None,
+        )
+
+
 rule split_manifest:
     """Checksums of one split's negatives; asking for it (re)builds exactly that split."""
     input:
         wavs=split_negatives,
-        plan=lambda w: (
-            PLAN.format(dataset=w.dataset) if "offscreen" in NEGATIVES else []
-        ),
+        plan=lambda w: (PLAN.format(dataset=w.dataset) if DONOR_NEGATIVES else []),
     output:
         MANIFEST,
     log:

@@ -94,6 +94,10 @@ def world(tmp_path_factory) -> tuple[Path, Path]:
         write_features(
             results, dataset, split, "offscreen", kept, np.full((len(kept), 5, 1, 96, 64), 3.0)
         )
+        # the mixture has a donor where the off-screen audio has one
+        write_features(
+            results, dataset, split, "mixture", kept, np.full((len(kept), 5, 1, 96, 64), 4.0)
+        )
     return root, results
 
 
@@ -260,6 +264,22 @@ def test_negative_items_have_empty_known_targets(world):
             assert (item["audio"] == value).all()
 
 
+def test_mixture_items_keep_the_original_masks_and_sound(world):
+    """Own audio plus a donor's: the sounding object still sounds, the target is its mask."""
+    _, results = world
+    ds = dataset_of(results, conditions=("positive", "mixture"))
+    assert MISSING_OFFSCREEN not in ds.indices_with("mixture")  # no donor, no mixture
+    item = ds[(0, "mixture")]
+    assert item["condition"] == "mixture" and item["sounding"].item() == 1.0
+    assert torch.equal(item["masks"], ds[0]["masks"]) and item["masks"].sum() > 0
+    assert torch.equal(item["mask_valid"], ds[0]["mask_valid"])
+    assert (item["audio"] == 4.0).all()
+    sampler = RobustSampler(ds, {"mixture": 0.5}, seed=0)
+    assert sampler.counts() == {"positive": 4, "mixture": 2}
+    drawn = [i for i, c in sampler.epoch_items(0) if c == "mixture"]
+    assert len(drawn) == 2 and MISSING_OFFSCREEN not in drawn
+
+
 def test_join_offscreen_may_miss_positive_may_not(world, tmp_path):
     root, results = world
     ds = dataset_of(results)
@@ -378,7 +398,7 @@ def test_sampler_rejects_impossible_requests(world):
     ds = dataset_of(results)
     with pytest.raises(ConfigError, match="only 3 have offscreen"):
         RobustSampler(ds, {"offscreen": 1.0})
-    with pytest.raises(ConfigError, match="unknown negative"):
+    with pytest.raises(ConfigError, match="unknown audio type"):
         RobustSampler(ds, {"static": 0.1})
     with pytest.raises(ConfigError, match="lacks"):
         RobustSampler(dataset_of(results, conditions=["positive"]), {"noise": 0.5})

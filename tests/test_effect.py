@@ -1,10 +1,16 @@
 """The effect the benchmark exists to expose, on the embedded default (config/config.yaml).
 
-The default run trains the small model twice per dataset: ``baseline`` (positive audio
-only) and ``robust`` (negative samples with empty masks mixed in). On the test split the
-baseline must keep segmenting under negative audio while the robust model must not, and
-positive-audio quality must stay close. Margins are several times the seed-to-seed spread
-seen while tuning, so the test is stable; the full run takes about 4-5 minutes on 2 cores.
+The default run trains the small model for three seeds per dataset and experiment:
+``baseline`` (positive audio only) and ``robust`` (negative samples with empty masks mixed
+in, and the other clips' audio in each batch as off-screen sound). On the test split,
+means over the seeds: the baseline keeps segmenting under every negative audio; the robust
+model leaves (almost) every frame empty under silence and noise at a positive-audio mIoU and
+F within 0.05 of the baseline's, and lowers the off-screen false positives. The off-screen
+goal of issue 14 (FPR <= 0.5 x the baseline's, masks on <= 30% of the frames) is asserted
+too, as an expected failure until the model meets it: measured 2026-12-02, S4 0.050 vs
+<= 0.046 and 48% of frames, MS3 0.056 vs <= 0.038 and 57% (README "Results on the embedded
+default"). The full run takes ~27 minutes on the shared 2-core build machine (~10 minutes
+of CPU on 2 idle cores).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ def default_summary(tmp_path_factory) -> dict:
         "2",
         "--quiet",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     doc = json.loads((work / "results/summary/summary.json").read_text())
     return {(r["dataset"], r["experiment"]): r for r in doc["rows"]}
@@ -46,14 +52,33 @@ def default_summary(tmp_path_factory) -> dict:
 def test_baseline_segments_under_negative_audio_and_robust_does_not(default_summary, dataset):
     base = default_summary[(dataset, "baseline")]
     robust = default_summary[(dataset, "robust")]
-    for neg in ("silence", "noise"):
-        # the baseline paints a mask on most frames although nothing sounds ...
+    assert base["runs"] == robust["runs"] == 3
+    for neg in ("silence", "noise", "offscreen"):
+        # the baseline paints a mask on most frames although nothing visible sounds
         assert base[f"nonempty_{neg}"] >= 0.5, base
         assert base[f"fpr_{neg}"] >= 0.015, base
+    for neg in ("silence", "noise"):
         # ... the robust model leaves (almost) every frame empty
         assert robust[f"nonempty_{neg}"] <= 0.1, robust
         assert robust[f"fpr_{neg}"] <= 0.005, robust
-    assert robust["fpr_mean"] <= 0.6 * base["fpr_mean"]
+    # off-screen sound (the sound is real but comes from nothing in view): fewer false
+    # positives and fewer painted frames (measured: S4 0.54x and 48%, MS3 0.74x and 57%)
+    assert robust["fpr_offscreen"] <= 0.9 * base["fpr_offscreen"], (base, robust)
+    assert robust["nonempty_offscreen"] <= 0.8, robust
+    assert robust["fpr_mean"] <= 0.5 * base["fpr_mean"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 14's off-screen goal is not met yet: robust off-screen FPR S4 0.050 (goal "
+    "<= 0.046), MS3 0.056 (<= 0.038); non-empty frames S4 48%, MS3 57% (<= 30%)",
+)
+@pytest.mark.parametrize("dataset", ["s4", "ms3"])
+def test_robust_meets_the_offscreen_goal(default_summary, dataset):
+    base = default_summary[(dataset, "baseline")]
+    robust = default_summary[(dataset, "robust")]
+    assert robust["fpr_offscreen"] <= 0.5 * base["fpr_offscreen"], (base, robust)
+    assert robust["nonempty_offscreen"] <= 0.3, robust
 
 
 @pytest.mark.parametrize("dataset", ["s4", "ms3"])
@@ -61,5 +86,7 @@ def test_positive_quality_stays_close(default_summary, dataset):
     base = default_summary[(dataset, "baseline")]
     robust = default_summary[(dataset, "robust")]
     assert base["miou"] >= 0.3 and robust["miou"] >= 0.3  # both learned to segment
-    assert robust["miou"] >= base["miou"] - 0.15
-    assert robust["fscore"] >= base["fscore"] - 0.15
+    assert robust["miou"] >= base["miou"] - 0.05
+    assert robust["fscore"] >= base["fscore"] - 0.05
+    # the mixture (own sound + an off-screen one) is scored against the original masks
+    assert base["miou_mixture"] >= 0.3 and 0 < robust["miou_mixture"] <= 1

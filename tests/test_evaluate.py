@@ -102,6 +102,18 @@ def _write_preds(folder: Path, run: str, cache: FC.FrameCache, q: np.ndarray) ->
     write_index(folder / "index.tsv", cache.videos, cache.categories)
 
 
+def _s4_test(world) -> tuple[FC.FrameCache, np.ndarray]:
+    """The S4 test cache of the world and its foreground masks."""
+    cache = FC.open_cache(cache_dir(world[1], "s4", "test"))
+    return cache, np.asarray(cache.masks) == 1
+
+
+def _noisy(gt: np.ndarray, seed: int, lift: int) -> np.ndarray:
+    """uint8 predictions: uniform noise, ``lift`` higher on the foreground."""
+    rng = np.random.default_rng(seed)
+    return np.clip(gt * lift + rng.integers(0, 256 - lift, gt.shape), 0, 255).astype(np.uint8)
+
+
 def test_perfect_and_empty_predictions_score_as_defined(world, tmp_path):
     _, results = world
     cache = FC.open_cache(cache_dir(results, "s4", "test"))
@@ -126,11 +138,8 @@ def test_perfect_and_empty_predictions_score_as_defined(world, tmp_path):
 def test_headline_fscore_is_the_published_per_batch_f_at_four_videos(world, tmp_path):
     """`fscore` = the published Eval_Fmeasure averaged over batches of 4 videos (AVSBench's
     test.sh); `fscore_dataset` = ours (one curve over the split); G-F uses `fscore`."""
-    _, results = world
-    cache = FC.open_cache(cache_dir(results, "s4", "test"))
-    gt = np.asarray(cache.masks) == 1
-    rng = np.random.default_rng(0)
-    q = np.clip(gt * 70 + rng.integers(0, 186, gt.shape), 0, 255).astype(np.uint8)
+    cache, gt = _s4_test(world)
+    q = _noisy(gt, 0, 70)
     _write_preds(tmp_path, "r", cache, q)
     preds = open_predictions(tmp_path, "r")
     got = score(preds, cache, "positive")
@@ -300,7 +309,7 @@ def _features(results: Path, root: Path, ds: str, cond: str, value: float) -> di
 def test_checkpoint_predictions_are_deterministic_and_gating_empties_masks(world, tmp_path):
     root, results = world
     torch.manual_seed(0)
-    cfg = {"name": "small", "classifier": True}
+    cfg = {"name": "small", "classifier": True, "match": False}  # the classifier head's gate
     model = build_model(cfg)
     ck = tmp_path / "best.pt"
     torch.save({"model": model.state_dict(), "cfg": {"model": cfg}, "epoch": 1}, ck)
@@ -623,3 +632,53 @@ def test_predict_and_score_on_cuda_agree_with_cpu(world, tmp_path):
     on_gpu = score(cpu, cache, "positive", device="cuda")
     for key in ("miou", "fscore", "fscore_dataset"):
         assert on_gpu[key] == pytest.approx(on_cpu[key], abs=1e-9)
+
+
+# ----------------------------------------------------------------------------- mixture
+def test_mixture_is_scored_with_miou_and_f_against_the_original_masks(world, tmp_path):
+    """The mixture's sounding object still sounds: its answer is the original mask, so the
+    perfect masks score mIoU 1 there (and no FPR), and empty masks score 0."""
+    cache, gt = _s4_test(world)
+    _write_preds(tmp_path, "noisy", cache, _noisy(gt, 3, 90))
+    _write_preds(tmp_path, "perfect", cache, np.where(gt, 255, 0).astype(np.uint8))
+    _write_preds(tmp_path, "empty", cache, np.zeros(gt.shape, np.uint8))
+    mixed = score(open_predictions(tmp_path, "noisy"), cache, "mixture")
+    positive = score(open_predictions(tmp_path, "noisy"), cache, "positive")
+    assert mixed == positive and "fpr" not in mixed  # the same masks, the same metrics
+    assert 0 < mixed["miou"] < 1
+    assert score(open_predictions(tmp_path, "perfect"), cache, "mixture")["miou"] == 1.0
+    assert score(open_predictions(tmp_path, "empty"), cache, "mixture")["miou"] == 0.0
+
+
+def test_summary_has_mixture_columns_outside_the_g_metrics():
+    negatives = ["silence", "mixture"]
+    runs = {
+        "positive": {"seed0": {"miou": 0.64, "fscore": 0.7, "n_videos": 4}},
+        "silence": {"seed0": {"fpr": 0.19, "n_videos": 4}},
+        "mixture": {"seed0": {"miou": 0.5, "fscore": 0.55, "n_videos": 3}},
+    }
+    docs = {c: _doc(c, r) for c, r in runs.items()}
+    row = experiment_row(docs, negatives, videos_split=4, offscreen_fallback=1)
+    assert row["miou_mixture"] == 0.5 and row["fscore_mixture"] == 0.55
+    assert "fpr_mixture" not in row and row["fpr_mean"] == pytest.approx(0.19)
+    assert row["g_miou"] == pytest.approx(math.sqrt(0.64 * 0.81))  # mixture left out
+    md = markdown_text([row], negatives, "test")
+    head = md.splitlines()[0]
+    assert "mIoU mixture ↑ | F mixture ↑ | FPR silence ↓ | FPR mean ↓" in head
+    assert "| 0.500 | 0.550 | 0.190 |" in md
+    assert "mixture 3 of 4 (1 with a fallback donor)" in md
+    head, values = (line.split("\t") for line in tsv_text([row], negatives).splitlines())
+    assert values[head.index("miou_mixture")] == "0.500000"
+    assert "fpr_mixture" not in head
+
+
+def test_plots_show_the_mixture_beside_the_positive_audio(tmp_path):
+    row = {"dataset": "s4", "experiment": "robust", "miou": 0.7, "fscore": 0.8, "g_miou": 0.8}
+    plots.g_metrics([row], tmp_path / "g.png")
+    plots.g_metrics([{**row, "miou_mixture": 0.6, "fscore_mixture": 0.7}], tmp_path / "gm.png")
+    assert Image.open(tmp_path / "gm.png").size[0] > Image.open(tmp_path / "g.png").size[0]
+    # the FPR panel has no mixture bar (it has no FPR): same figure with or without it
+    row["fpr_noise"] = 0.1
+    plots.fpr_by_type([row], ["noise"], tmp_path / "f.png")
+    plots.fpr_by_type([row], ["noise", "mixture"], tmp_path / "fm.png")
+    assert (tmp_path / "f.png").read_bytes() == (tmp_path / "fm.png").read_bytes()

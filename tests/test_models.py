@@ -125,6 +125,35 @@ def test_small_shapes_and_gradients(classifier: bool) -> None:
     assert model.audio_encoder[0].weight.grad.abs().sum() > 0
 
 
+def test_small_match_map_and_gate() -> None:
+    """The match map (stride 8), its in-batch cross map, and the gate it puts on the mask."""
+    model = build_model({"name": "small", "classifier": True})
+    frames, audio = _inputs(3 * T, 64)
+    out = model(frames, audio)
+    assert out["match"].shape == (3 * T, 1, 8, 8)
+    assert out["match_cross"].shape == (3 * T, 3, 8, 8)
+    own = out["match_cross"][torch.arange(3 * T), torch.arange(3 * T) // T]
+    assert torch.allclose(own, out["match"][:, 0])
+    assert torch.equal(out["sounding"], out["match"].flatten(1).amax(1))
+    # the cross map of video 0's frames against video 2's audio is what video 0 would
+    # get with video 2's sound (eval mode: batch norm independent of the batch)
+    model.eval()
+    with torch.no_grad():
+        out = model(frames, audio)
+        swapped = audio.clone()
+        swapped[:T] = audio[2 * T :]
+        alone = model(frames, swapped)
+    assert torch.allclose(out["match_cross"][:T, 2], alone["match"][:T, 0], atol=1e-5)
+    # no region matches the sound -> an empty mask, whatever the segmenter paints
+    with torch.no_grad():
+        model.match_bias.fill_(-50.0)
+        gated = model(frames, audio)
+    assert (gated["logits"] < -20).all() and (gated["seg_logits"] > -20).any()
+    unmatched = build_model({"name": "small", "classifier": True, "match": False})
+    plain = unmatched(frames, audio)
+    assert "match" not in plain and plain["sounding"].shape == (3 * T,)
+
+
 def test_small_frozen_audio() -> None:
     model = build_model({"name": "small", "freeze_audio": True})
     model(*_inputs())["logits"].mean().backward()

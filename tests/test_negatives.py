@@ -16,6 +16,7 @@ from avsrobust.negatives import (
     NegativeSettings,
     coloured_gaussian,
     generate_negative,
+    make_mixture,
     make_noise,
     make_offscreen,
     make_silence,
@@ -99,7 +100,7 @@ def test_offscreen_conforms_a_stereo_44k_donor(tmp_path):
     assert abs(peak_hz - 500) < 2
 
 
-@pytest.mark.parametrize("negtype", ["silence", "noise", "offscreen"])
+@pytest.mark.parametrize("negtype", ["silence", "noise", "offscreen", "mixture"])
 @pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
 def test_negative_copies_the_positive_format(tmp_path, negtype, subtype):
     """Every linear PCM / float WAV subtype, positive written by libsndfile (not by us)."""
@@ -221,7 +222,11 @@ def test_in_process_jobs_write_the_clip_generate_negative_writes(tiny_root, tmp_
     clip = next(c for c in clips if c.split == "train")
     wildcards = SimpleNamespace(data=layout.DATA_DIRS["s4"], split=clip.split, item=clip.item)
     settings = NegativeSettings(seed=5)
-    for negtype, kwargs in (("noise", {}), ("offscreen", {"plan": plan})):
+    for negtype, kwargs in (
+        ("noise", {}),
+        ("offscreen", {"plan": plan}),
+        ("mixture", {"plan": plan}),
+    ):
         out, log = tmp_path / f"{negtype}.wav", tmp_path / f"{negtype}.log"
         negative_job(settings, tiny_root, wildcards, negtype, out, log, **kwargs)
         donor = next(r.donor for r in rows if r.target.video == clip.video)
@@ -234,7 +239,7 @@ def test_in_process_jobs_write_the_clip_generate_negative_writes(tiny_root, tmp_
             negtype,
             layout.positive_wav(tiny_root, clip),
             want,
-            layout.positive_wav(tiny_root, donor) if negtype == "offscreen" else None,
+            layout.positive_wav(tiny_root, donor) if negtype != "noise" else None,
         )
         assert _sha(out) == _sha(want), negtype
         assert log.read_text().startswith(f"s4\t{clip.split}\t{clip.item}\t{negtype}\t")
@@ -242,3 +247,84 @@ def test_in_process_jobs_write_the_clip_generate_negative_writes(tiny_root, tmp_
         negative_job(settings, tiny_root, wildcards, "offscreen", tmp_path / "x.wav", log)
     with pytest.raises(ValueError, match="plan"):
         negative_job(settings, tiny_root, wildcards, "noise", tmp_path / "x.wav", log, plan=plan)
+    with pytest.raises(ValueError, match="plan"):
+        negative_job(settings, tiny_root, wildcards, "mixture", tmp_path / "x.wav", log)
+
+
+# ----------------------------------------------------------------------------- mixture
+def _measured_snr_db(mixture: Path, own: Path, donor: Path) -> float:
+    """SNR of a mixture WAV, measured from the files alone: least squares of the mixture
+    on (own, donor conformed to its format) gives each part's gain; SNR = their powers."""
+    mix, _ = read_wav(mixture)
+    a, _ = read_wav(own)
+    b = make_offscreen(donor, audio_format(mixture))
+    basis = np.stack([a.ravel(), b.ravel()], axis=1).astype(np.float64)
+    (ga, gb), *_ = np.linalg.lstsq(basis, mix.ravel().astype(np.float64), rcond=None)
+    return float(10 * np.log10(np.sum((ga * a) ** 2) / np.sum((gb * b) ** 2)))
+
+
+def _mix(tmp_path: Path, name: str, settings: NegativeSettings, donor: str = "donor.wav") -> Path:
+    out = tmp_path / name
+    own = tmp_path / "own.wav"
+    generate_negative(settings, "s4", "test", "v", "mixture", own, out, tmp_path / donor)
+    return out
+
+
+@pytest.mark.parametrize("snr_db", [-10.0, 0.0, 6.0, 20.0])
+def test_mixture_has_the_configured_snr(tmp_path, snr_db):
+    """Own 440 Hz tone (16 kHz mono) + a donor of another format (2 ch, 22.05 kHz, 3 s)."""
+    own_fmt = AudioFormat()
+    write_wav(tmp_path / "own.wav", tone(own_fmt, 440, 0.3), own_fmt)
+    donor_fmt = AudioFormat(22050, 2, 22050 * 3, "PCM_16")
+    write_wav(tmp_path / "donor.wav", tone(donor_fmt, 1300, 0.05), donor_fmt)
+    out = _mix(tmp_path, "mix.wav", NegativeSettings(mixture_snr_db=snr_db))
+    assert audio_format(out) == own_fmt
+    got = _measured_snr_db(out, tmp_path / "own.wav", tmp_path / "donor.wav")
+    assert abs(got - snr_db) < 0.05, got
+    # the own sound is still there: at its own level, unless the sum had to be scaled
+    # down to fit full scale (-10 dB: the donor peaks at 0.95, the sum would clip)
+    mix, _ = read_wav(out)
+    own, _ = read_wav(tmp_path / "own.wav")
+    tail = slice(16000 * 3 + 100, None)  # after the 3 s donor: the own audio alone
+    gain = float(np.dot(mix[tail, 0], own[tail, 0]) / np.dot(own[tail, 0], own[tail, 0]))
+    assert np.allclose(mix[tail], gain * own[tail], atol=2**-14)
+    if snr_db >= 0:
+        assert gain == pytest.approx(1.0, abs=1e-4)
+    else:
+        assert gain < 0.9 and np.abs(mix).max() > 0.99
+    assert not np.allclose(mix[:16000], own[:16000], atol=1e-3)
+
+
+def test_loud_mixture_is_scaled_not_clipped_and_keeps_its_snr(tmp_path):
+    fmt = AudioFormat()
+    write_wav(tmp_path / "own.wav", tone(fmt, 440, 0.95), fmt)
+    write_wav(tmp_path / "donor.wav", tone(fmt, 700, 0.9), fmt)
+    out = _mix(tmp_path, "mix.wav", NegativeSettings())
+    mix, _ = read_wav(out)
+    assert 0.99 < np.abs(mix).max() <= 1.0 - 2.0**-15  # scaled to full scale, not clipped
+    assert abs(_measured_snr_db(out, tmp_path / "own.wav", tmp_path / "donor.wav")) < 0.05
+
+
+def test_mixture_with_a_silent_part_is_the_own_audio(tmp_path):
+    fmt = AudioFormat()
+    write_wav(tmp_path / "own.wav", tone(fmt, 440, 0.3), fmt)
+    write_wav(tmp_path / "silent.wav", np.zeros((fmt.frames, 1)), fmt)
+    own, _ = read_wav(tmp_path / "own.wav")
+    assert np.array_equal(make_mixture(tmp_path / "own.wav", tmp_path / "silent.wav", fmt), own)
+    assert not make_mixture(tmp_path / "silent.wav", tmp_path / "own.wav", fmt).any()
+
+
+def test_mixture_regenerates_byte_identical_and_follows_its_settings(tmp_path):
+    fmt = AudioFormat()
+    write_wav(tmp_path / "own.wav", tone(fmt, 440, 0.3), fmt)
+    write_wav(tmp_path / "donor.wav", tone(fmt, 900, 0.2), fmt)
+    first = _sha(_mix(tmp_path, "a.wav", NegativeSettings(seed=1)))
+    assert _sha(_mix(tmp_path, "b.wav", NegativeSettings(seed=1))) == first
+    # nothing random: the donor comes from the (seeded) plan
+    assert _sha(_mix(tmp_path, "c.wav", NegativeSettings(seed=7))) == first
+    assert _sha(_mix(tmp_path, "d.wav", NegativeSettings(mixture_snr_db=3.0))) != first
+    s = NegativeSettings(mixture_snr_db=-3.0)
+    assert s.relevant("mixture") == {"mixture_snr_db": -3.0}
+    assert NegativeSettings(**s.relevant("mixture")).mixture_snr_db == -3.0
+    with pytest.raises(ValueError, match="needs a donor"):
+        generate_negative(s, "s4", "test", "v", "mixture", tmp_path / "own.wav", tmp_path / "x")

@@ -204,3 +204,31 @@ def test_schema_offers_every_policy():
     schema = yaml.safe_load((Path(__file__).parents[1] / "config/schema.yaml").read_text())
     on_missing = schema["properties"]["offscreen"]["properties"]["on_missing"]
     assert tuple(on_missing["enum"]) == POLICIES
+
+
+def test_veto_redraws_only_vetoed_donors():
+    """A veto removes donors; every clip whose first draw passes keeps it (same stream)."""
+    clips = [s4(f"v{i}", cat) for i, cat in enumerate(S4_CATEGORIES)]
+    plain, _ = plan_donors(clips, 11)
+    banned = {r.target.video: r.donor.video for r in plain[::3]}  # veto every third draw
+    rows, skipped = plan_donors(clips, 11, veto=lambda t, d: banned.get(t.video) == d.video)
+    assert not skipped
+    for before, after in zip(plain, rows, strict=True):
+        if before.target.video in banned:
+            assert after.donor.video != banned[before.target.video]
+            assert not (after.donor.groups & forbidden_donor_groups("s4", after.target.groups))
+        else:
+            assert after.donor == before.donor
+
+
+def test_a_veto_of_every_legal_donor_keeps_the_published_donor():
+    """The veto only redraws: a clip it would leave without a donor keeps the published
+    rules' draw (a tiny split), and no clip becomes a planning problem."""
+    clips = [s4("a", "playing_piano"), s4("b", "dog_barking"), s4("c", "helicopter")]
+    plain, _ = plan_donors(clips, 0)
+    rows, issues = plan_donors(clips, 0, policy="fail", veto=lambda t, d: t.video == "a")
+    assert not issues and [r.donor for r in rows] == [r.donor for r in plain]
+    # one legal donor left unvetoed: it is the one drawn
+    keep = next(c for c in clips if c.video != "a" and c != plain[0].donor)
+    rows, _ = plan_donors(clips, 0, veto=lambda t, d: t.video == "a" and d != keep)
+    assert rows[0].donor == keep and rows[1:] == plain[1:]

@@ -29,7 +29,9 @@ def test_replacing_a_donor_wav_rebuilds_exactly_the_clips_made_from_it(tiny_root
     rows = read_manifest(work / "results/robust/s4/train.manifest.tsv")
     offscreen = [r for r in rows if r["negtype"] == "offscreen"]
     donor = offscreen[0]["donor"]
-    takers = {r["path"] for r in offscreen if r["donor"] == donor}
+    # the off-screen clips and the mixtures made from it (they share the plan's donor)
+    takers = {r["path"] for r in rows if r["donor"] == donor}
+    assert {r["negtype"] for r in rows if r["donor"] == donor} == {"offscreen", "mixture"}
     donor_clip = next(
         layout.Clip("s4", "train", r["video"], r["category"], frozenset())
         for r in rows
@@ -46,7 +48,7 @@ def test_replacing_a_donor_wav_rebuilds_exactly_the_clips_made_from_it(tiny_root
     built = outputs_built(rerun.stdout + rerun.stderr)
     own = {
         str(layout.negative_wav("results", "s4", n, "train", donor_clip.item))
-        for n in ("silence", "noise", "offscreen")
+        for n in ("silence", "noise", "offscreen", "mixture")
     }
     assert built == takers | own | {"results/robust/s4/train.manifest.tsv"}, built
 

@@ -38,10 +38,10 @@ SLURM_TINY = {
 }
 VIDEOS = 6
 #: rules that run inside the main Snakemake process (localrules), never on SLURM
-LOCAL_RULES = {"all", "offscreen_plan", "negative_audio", "offscreen_audio"}
+LOCAL_RULES = {"all", "offscreen_plan", "negative_audio", "offscreen_audio", "mixture_audio"}
 #: rules that ask for a GPU: features (features.gpus), train and evaluate (default 1 each);
 #: one evaluate job (one allocation) per (dataset, experiment) scores every audio condition
-GPU_RULES = {"audio_features": 3 * 4, "train": 2, "evaluate": 2}
+GPU_RULES = {"audio_features": 3 * 5, "train": 2, "evaluate": 2}
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +189,7 @@ def test_per_clip_jobs_ran_in_the_main_snakemake_process_not_on_slurm(audio_run)
     )
     # Every per-clip job logged where it ran: one process, on this host, outside SLURM.
     logs = sorted((work / "logs/robust").rglob("audio_wav_*/**/*.log"))
-    assert len(logs) == 3 * VIDEOS
+    assert len(logs) == 4 * VIDEOS
     where = {tuple(f.read_text().rstrip("\n").split("\t")[-3:]) for f in logs}
     assert len(where) == 1, where
     host, _pid, slurm_job = next(iter(where))
@@ -198,6 +198,7 @@ def test_per_clip_jobs_ran_in_the_main_snakemake_process_not_on_slurm(audio_run)
     counts = job_counts(text[text.index("Job stats:") :].split("\n\n")[0])
     heavy = sum(n for rule, n in counts.items() if rule not in LOCAL_RULES | {"total"})
     assert counts["negative_audio"] == 2 * VIDEOS and counts["offscreen_audio"] == VIDEOS
+    assert counts["mixture_audio"] == VIDEOS
     assert len(jobs) == heavy == 1 + 3  # the synthetic tree and the three manifests
     records = slurm_records(work)
     assert len(records) == heavy

@@ -34,6 +34,7 @@ from avsrobust.synthetic import (
     main,
     render_clip,
     synthetic_index,
+    visible_object_veto,
     voice,
 )
 
@@ -442,6 +443,35 @@ def test_every_split_can_plan_offscreen_donors(sizes):
     cfg = SyntheticConfig(seed=5, s4_videos=sizes, ms3_videos=sizes, image_size=32)
     for clips in synthetic_index(cfg).values():
         assert problems(clips) == {}
+
+
+def test_no_offscreen_donor_sounds_like_a_visible_silent_object():
+    """The default benchmark's plan, with the veto the workflow uses for synthetic data.
+
+    Without it the group rules pick such donors (S4: a clip showing a silent dog gets a
+    barking dog as "off-screen" sound), whose empty target is wrong.
+    """
+    from avsrobust.offscreen_plan import plan_donors
+
+    sizes = {"s4_videos": {"train": 72, "val": 12, "test": 12}, "ms3_videos": {"train": 36}}
+    cfg = SyntheticConfig(seed=0, image_size=32, **sizes)
+    veto = visible_object_veto(cfg)
+
+    def conflicts(rows):
+        out = []
+        for r in rows:
+            silent = {o.name for o in clip_objects(cfg, r.target) if not o.sounding}
+            heard = {o.name for o in clip_objects(cfg, r.donor) if o.sounding}
+            out += [r.target.video] if silent & heard else []
+        return out
+
+    for dataset, clips in synthetic_index(cfg).items():
+        plain, _ = plan_donors(clips, 0)
+        vetoed, skipped = plan_donors(clips, 0, veto=veto)
+        assert not skipped and conflicts(vetoed) == []
+        assert conflicts(plain), dataset  # the published rules alone allow them
+        changed = [a.target.video for a, b in zip(plain, vetoed, strict=True) if a != b]
+        assert changed == conflicts(plain)
 
 
 def test_audio_only_tree_has_the_same_wavs(tmp_path):

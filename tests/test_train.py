@@ -167,10 +167,12 @@ def test_sounding_and_total_loss_parts(data):
     assert x["frames"].shape == (10, 3, S, S) and x["sounding"].tolist() == [1.0] * 5 + [0.0] * 5
     out = build_model(SMALL)(x["frames"], x["audio"])
     loss, parts = total_loss(out, x, CFG)
-    assert set(parts) == {"total", "bce", "iou", "av", "sounding"}
-    assert all(float(v) > 0 for v in parts.values())
+    assert set(parts) == {"total", "bce", "iou", "av", "sounding", "match", "cross"}
+    assert all(float(parts[k]) > 0 for k in ("total", "bce", "iou", "av", "sounding", "match"))
+    assert float(parts["cross"]) == 0.0  # cross_weight defaults to 0
     assert torch.allclose(parts["sounding"], sounding_loss(out["sounding"], x["sounding"]).detach())
     want = parts["bce"] + parts["iou"] + 0.5 * parts["av"] + 0.5 * parts["sounding"]
+    want = want + parts["match"]
     assert torch.allclose(loss.detach(), want)
     loss.backward()
     _, off = total_loss(out, x, {"loss": {"iou_weight": 0.0, "classifier_weight": 0.0}})
@@ -393,8 +395,12 @@ def test_speed_keys_are_checked():
     # negative ratios are checked where they enter train(), not again in the sampler
     with pytest.raises(ConfigError, match=">= 0"):
         resolve_config({"negative_ratios": {"noise": -0.1}})
-    with pytest.raises(ConfigError, match="unknown negative type"):
+    with pytest.raises(ConfigError, match="unknown audio type"):
         resolve_config({"negative_ratios": {"static": 0.1}})
+    # the mixture is drawn like a negative type (with its original masks: test_data.py)
+    assert resolve_config({"negative_ratios": {"mixture": 0.25}})["negative_ratios"] == {
+        "mixture": 0.25
+    }
 
 
 def test_determinism_settings_are_restored():

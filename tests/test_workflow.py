@@ -98,8 +98,8 @@ def test_end_to_end_outputs(tiny_run):
     n_s4 = sum(TINY["synthetic"]["s4_videos"].values())
     for split, n in TINY["synthetic"]["s4_videos"].items():
         rows = read_manifest(results / f"robust/s4/{split}.manifest.tsv")
-        assert len(rows) == 3 * n
-        assert {r["negtype"] for r in rows} == {"silence", "noise", "offscreen"}
+        assert len(rows) == 4 * n
+        assert {r["negtype"] for r in rows} == {"silence", "noise", "offscreen", "mixture"}
         for r in rows:
             path = tiny_run / r["path"]
             assert hashlib.sha256(path.read_bytes()).hexdigest() == r["sha256"]
@@ -111,12 +111,12 @@ def test_end_to_end_outputs(tiny_run):
                 "PCM_16",
             )
             assert path.parts[-3] == split and r["category"] == path.parts[-2]
-            assert bool(r["donor"]) == (r["negtype"] == "offscreen")
+            assert bool(r["donor"]) == (r["negtype"] in ("offscreen", "mixture"))
     plan = (results / "robust/s4/offscreen_plan.tsv").read_text().splitlines()
     assert len(plan) == n_s4 + 1 and plan[0].startswith("split\tvideo\tcategory\tgroups\tdonor")
     ms3 = read_manifest(results / "robust/ms3/test.manifest.tsv")
     assert all(Path(r["path"]).parent.name == "test" for r in ms3)
-    for condition in ("positive", "silence", "noise", "offscreen"):
+    for condition in ("positive", "silence", "noise", "offscreen", "mixture"):
         feats = np.load(results / f"features/s4/val/{condition}.npy", allow_pickle=False)
         assert feats.shape == (2, 5, 1, 96, 64) and feats.dtype == np.float32
     silence = np.load(results / "features/s4/val/silence.npy")
@@ -124,7 +124,18 @@ def test_end_to_end_outputs(tiny_run):
     index = (results / "features/s4/val/positive.index.tsv").read_text().splitlines()
     assert index[0] == "row\tvideo\tcategory\tpath" and len(index) == 3
     logs = list((tiny_run / "logs/robust").rglob("*.log"))
-    assert len(logs) >= 3 * n_s4
+    assert len(logs) >= 4 * n_s4
+    # the mixture takes the off-screen clip's donor, and both are scored
+    by_video = {}
+    for r in read_manifest(results / "robust/s4/test.manifest.tsv"):
+        by_video.setdefault(r["video"], {})[r["negtype"]] = r["donor"]
+    assert all(d["mixture"] == d["offscreen"] != "" for d in by_video.values())
+    summary = (results / "summary/summary.tsv").read_text().splitlines()
+    head = summary[0].split("\t")
+    assert "miou_mixture" in head and "fscore_mixture" in head and "fpr_mixture" not in head
+    for line in summary[1:]:
+        cells = dict(zip(head, line.split("\t"), strict=True))
+        assert 0 <= float(cells["miou_mixture"]) <= 1
 
 
 def test_second_run_has_nothing_to_do(tiny_run):
@@ -137,7 +148,7 @@ def test_regenerating_one_split_gives_identical_bytes(tiny_run):
     before = sha_tree(results)
     other = results / "Single-source/s4_data/audio_wav_noise/train"
     other_mtimes = {p: p.stat().st_mtime_ns for p in other.rglob("*.wav")}
-    for negtype in ("silence", "noise", "offscreen"):
+    for negtype in ("silence", "noise", "offscreen", "mixture"):
         for wav in (results / f"Single-source/s4_data/audio_wav_{negtype}/test").rglob("*.wav"):
             wav.unlink()
     (results / "s4/test.manifest.tsv").unlink()
@@ -145,6 +156,7 @@ def test_regenerating_one_split_gives_identical_bytes(tiny_run):
     counts = job_counts(proc.stdout + proc.stderr)
     n_test = TINY["synthetic"]["s4_videos"]["test"]
     assert counts["negative_audio"] == 2 * n_test and counts["offscreen_audio"] == n_test
+    assert counts["mixture_audio"] == n_test
     assert "audio_features" not in counts and "synthetic_avsbench" not in counts
     assert sha_tree(results) == before
     assert {p: p.stat().st_mtime_ns for p in other.rglob("*.wav")} == other_mtimes
@@ -160,6 +172,7 @@ def test_forced_regeneration_of_a_split_gives_identical_bytes(tiny_run):
         "--forcerun",
         "negative_audio",
         "offscreen_audio",
+        "mixture_audio",
         "split_manifest",
     )
     assert sha_tree(results) == before
@@ -351,7 +364,7 @@ def test_training_outputs_of_the_default_experiments(tiny_run):
             assert not (tiny_run / "results/checkpoints" / dataset / experiment / "seed1").exists()
 
 
-CONDITIONS = ("positive", "silence", "noise", "offscreen")
+CONDITIONS = ("positive", "silence", "noise", "offscreen", "mixture")
 
 
 def test_evaluation_metrics_predictions_and_summary(tiny_run):
@@ -362,7 +375,7 @@ def test_evaluation_metrics_predictions_and_summary(tiny_run):
                 doc = json.loads((results / f"metrics/{ds}/{exp}/{cond}.json").read_text())
                 assert (doc["dataset"], doc["experiment"], doc["condition"]) == (ds, exp, cond)
                 assert doc["split"] == "test" and set(doc["runs"]) == {"seed0", "seed1"}
-                key = "miou" if cond == "positive" else "fpr"
+                key = "fpr" if layout.is_negative(cond) else "miou"  # mixture: mIoU
                 values = [r[key] for r in doc["runs"].values()]
                 assert all(0.0 <= v <= 1.0 for v in values)
                 assert doc["mean"][key] == pytest.approx(statistics.mean(values))
@@ -390,7 +403,7 @@ def test_evaluation_metrics_predictions_and_summary(tiny_run):
         n_test = {"s4": "3", "ms3": "2"}[r["dataset"]]
         assert r["videos_split"] == r["videos_offscreen"] == r["videos_positive"] == n_test
         assert r["offscreen_fallback"] == "0" and r["avsbench_batch_videos"] == "4"
-    assert "- ms3: positive 2 of 2, silence 2 of 2, noise 2 of 2, offscreen 2 of 2" in md
+    assert "- ms3: positive 2 of 2, silence 2 of 2, noise 2 of 2, offscreen 2 of 2, mixture 2" in md
     for name in ("fpr_by_type", "g_metrics", "qualitative_s4", "qualitative_ms3"):
         assert (results / f"summary/{name}.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -3,6 +3,7 @@
 from avsrobust.joblog import run_script
 from avsrobust.metadata import read_clips
 from avsrobust.offscreen_plan import plan_donors, write_plan
+from avsrobust.synthetic import SyntheticConfig, visible_object_veto
 
 snakemake = globals()["snakemake"]
 
@@ -14,7 +15,13 @@ def main(logger):
         for c in read_clips(snakemake.params.root, dataset, snakemake.params.avss)
         if c.split in snakemake.params.splits
     ]
-    rows, issues = plan_donors(clips, snakemake.params.seed, policy, where=f"{dataset} metadata")
+    synthetic = snakemake.params.synthetic  # None for a real AVSBench copy
+    veto = (
+        None if synthetic is None else visible_object_veto(SyntheticConfig.from_mapping(synthetic))
+    )
+    rows, issues = plan_donors(
+        clips, snakemake.params.seed, policy, where=f"{dataset} metadata", veto=veto
+    )
     what = "fallback donor for" if policy == "fallback" else "skipped"
     for video, why in sorted(issues.items()):
         logger.warning("%s %s: %s", what, video, why)

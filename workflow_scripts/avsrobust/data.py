@@ -2,8 +2,9 @@
 
 Why it looks like this (domain.md section 6): robust training mixes negative
 audio (silence, noise, off-screen sound) with *empty* target masks into the
-positives, re-drawn every epoch and at any batch size (the published code used
-one fixed 5% subset and batch size 1). So an item is a (video, condition) pair:
+positives (and, when configured, the ``mixture`` audio with the original masks),
+re-drawn every epoch and at any batch size (the published code used one fixed 5%
+subset and batch size 1). So an item is a (video, condition) pair:
 :class:`RobustSampler` decides which pairs an epoch holds, :class:`AVSDataset`
 turns a pair into tensors, and any batch can mix conditions because every item
 has the same keys and shapes.
@@ -32,12 +33,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .errors import ConfigError, InputError
 from .features import EXAMPLE_FRAMES, NUM_EXAMPLES, NUM_MEL_BINS
 from .frame_cache import FRAMES_FILE, IGNORE, INDEX_FILE, MASKS_FILE, load_npy, open_cache
-from .layout import CONDITIONS, NEGATIVE_TYPES
+from .layout import CONDITIONS, DONOR_TYPES, GENERATED_TYPES, is_negative
 from .row_index import FEATURE_COLUMNS, read_index
 from .seeding import item_rng, item_seed
 
-#: Conditions a cached video may lack (clips the off-screen planner skipped).
-OPTIONAL_CONDITIONS = frozenset({"offscreen"})
+#: Conditions a cached video may lack (clips the off-screen planner skipped: no donor).
+OPTIONAL_CONDITIONS = frozenset(DONOR_TYPES)
 FEATURE_SHAPE = (NUM_EXAMPLES, 1, EXAMPLE_FRAMES, NUM_MEL_BINS)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -193,7 +194,7 @@ class AVSDataset(Dataset):
         raw = torch.from_numpy(np.array(mm["masks"][index]))  # [5, S, S] uint8
         annotated = (raw != IGNORE).flatten(1).all(dim=1)
         orig = (raw == 1).to(torch.float32).unsqueeze(1)  # unannotated frames -> 0
-        if cond == "positive":
+        if not is_negative(cond):  # positive, mixture: the sounding object still sounds
             masks, valid, sounding = orig, annotated, 1.0
         else:  # negative audio: nothing sounds, so the empty target is known on every frame
             masks = torch.zeros_like(orig)
@@ -218,7 +219,8 @@ class AVSDataset(Dataset):
 class RobustSampler(Sampler):
     """Every positive once per epoch plus fresh negatives, shuffled together.
 
-    For each negative type, ``round(ratio * N)`` videos (N = videos in the
+    For each generated type with a ratio (negative types; ``mixture`` too, whose items
+    keep the original masks), ``round(ratio * N)`` videos (N = videos in the
     dataset; Python's round) are drawn without replacement from those that have
     that condition, anew every epoch (:meth:`set_epoch`, as DistributedSampler).
     Each type draws from ``item_rng(seed, "sampler", epoch, negtype)`` and the
@@ -242,7 +244,7 @@ class RobustSampler(Sampler):
         self._draws: list[tuple[str, np.ndarray, int]] = []
         # the ratios themselves are checked where they enter (the schema, resolve_config);
         # what only the data can tell is checked here
-        for neg in (c for c in NEGATIVE_TYPES if c in ratios):
+        for neg in (c for c in GENERATED_TYPES if c in ratios):
             ratio = ratios[neg]
             if neg not in dataset.conditions:
                 raise ConfigError(f"negative ratio given for {neg}, but the dataset lacks it")
@@ -257,7 +259,7 @@ class RobustSampler(Sampler):
             self._draws.append((neg, pool, count))
         unknown = sorted(set(ratios) - {neg for neg, _, _ in self._draws})
         if unknown:
-            raise ConfigError(f"unknown negative type(s) {unknown}; use {NEGATIVE_TYPES}")
+            raise ConfigError(f"unknown audio type(s) {unknown}; use {GENERATED_TYPES}")
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose draw the next iteration yields."""

@@ -13,7 +13,8 @@ workflow's models or from another codebase.
 
 What :func:`score` reports (definitions in :mod:`avsrobust.metrics`):
 
-* ``positive``: ``miou``, ``fscore`` (the published AVSBench ``Eval_Fmeasure``:
+* ``positive`` and every positive-kind condition (``mixture``: layout.CONDITION_KIND),
+  against the original masks: ``miou``, ``fscore`` (the published AVSBench ``Eval_Fmeasure``:
   per batch of ``avsbench_batch_videos`` videos, default 4 as AVSBench's
   ``test.sh``, the max over 255 thresholds of the batch's mean F curve, then
   the mean over batches; what papers report), ``fscore_dataset`` (ours: the
@@ -40,6 +41,7 @@ from .atomic import atomic_write_text
 from .data import AVSDataset, build_loader, read_feature_index
 from .errors import ConfigError, InputError
 from .frame_cache import IGNORE, GroundTruth, open_cache
+from .layout import is_negative
 from .metrics import AVSBENCH_BATCH_VIDEOS, FPRMeter, FScoreMeter, IoUMeter
 from .models import build_model
 from .predictions import (
@@ -184,7 +186,9 @@ def score(
         raise ConfigError(f"avsbench_batch_videos must be >= 1, got {avsbench_batch_videos}")
     rows = _rows_in_cache(preds, cache, where)
     step = max(chunk_videos // avsbench_batch_videos, 1) * avsbench_batch_videos
-    positive = condition == "positive"
+    # positive and mixture: scored against the original masks (the sounding object still
+    # sounds); negative types: the correct mask is empty
+    positive = not is_negative(condition)
     iou, f_ds, f_pub, fpr = IoUMeter(), FScoreMeter("dataset"), FScoreMeter("avsbench"), FPRMeter()
     for start in range(0, len(rows), step):
         sel = rows[start : start + step]
@@ -193,8 +197,8 @@ def score(
         logits = uint8_to_logits(q).flatten(0, 1)  # [b*T, S, S]
         gt = (raw == 1).flatten(0, 1)
         valid = (raw != IGNORE).flatten(2).all(dim=2).flatten()
-        # positive: scored against the masks; negative: the target is empty, and the
-        # original masks measure visual bias
+        # positive kind: scored against the masks; negative: the target is empty, and
+        # the original masks measure visual bias
         iou.update(logits, gt, valid)
         if positive:
             f_ds.update(logits, gt, valid)

@@ -15,9 +15,30 @@ from .errors import InputError
 
 DATASETS = ("s4", "ms3")
 SPLITS = ("train", "val", "test")
+#: audio whose correct segmentation is an empty mask (nothing visible sounds)
 NEGATIVE_TYPES = ("silence", "noise", "offscreen")
-#: audio conditions: the original audio, then every negative type
-CONDITIONS = ("positive", *NEGATIVE_TYPES)
+#: every audio type a per-clip job generates (config ``negatives``): the negative types and
+#: ``mixture``, the clip's own audio plus its off-screen donor's (its sounding object still
+#: sounds, so its correct mask is the original one)
+GENERATED_TYPES = (*NEGATIVE_TYPES, "mixture")
+#: audio conditions: the original audio, then every generated type
+CONDITIONS = ("positive", *GENERATED_TYPES)
+#: how each condition is scored, defined once: "positive" (mIoU and F against the original
+#: masks, sounding target in training) or "negative" (FPR; empty target in training)
+CONDITION_KIND = {
+    "positive": "positive",
+    **{t: "negative" for t in NEGATIVE_TYPES},
+    "mixture": "positive",
+}
+#: generated types built from the off-screen plan's donor (its WAV is a declared input)
+DONOR_TYPES = ("offscreen", "mixture")
+
+
+def is_negative(condition: str) -> bool:
+    """True when ``condition``'s correct mask is empty (scored with FPR)."""
+    return CONDITION_KIND[condition] == "negative"
+
+
 #: frames (and masks, and audio examples) per clip: AVSBench samples 5 s at 1 frame/s
 N_FRAMES = 5
 
@@ -120,7 +141,7 @@ def negative_wav(results: str | Path, dataset: str, negtype: str, split: str, it
 
 
 def condition_wav(root: str | Path, results: str | Path, clip: Clip, condition: str) -> Path:
-    """The WAV a clip has under ``condition`` ('positive' or a negative type)."""
+    """The WAV a clip has under ``condition`` ('positive' or a generated type)."""
     if condition == "positive":
         return positive_wav(root, clip)
     return negative_wav(results, clip.dataset, condition, clip.split, clip.item)

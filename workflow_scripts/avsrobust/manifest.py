@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .atomic import atomic_write_text
 from .hashing import sha256_file
+from .layout import DONOR_TYPES
 
 MANIFEST_COLUMNS = ("negtype", "video", "category", "path", "sha256", "donor")
 
@@ -33,7 +34,7 @@ def manifest_text(wavs: list[str | Path], donors: dict[str, str] | None = None) 
     rows = []
     for wav in wavs:
         negtype, video, category = parse_negative_path(wav)
-        donor = donors.get(video, "") if negtype == "offscreen" else ""
+        donor = donors.get(video, "") if negtype in DONOR_TYPES else ""
         rows.append((negtype, video, category, str(wav), sha256_file(wav), donor))
     rows.sort(key=lambda r: r[0])  # stable: keeps metadata order within a type
     buf = io.StringIO()

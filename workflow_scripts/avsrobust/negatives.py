@@ -1,4 +1,9 @@
-"""Negative audio: clips whose correct segmentation is an empty mask.
+"""Negative audio: clips whose correct segmentation is an empty mask; and the mixture.
+
+``mixture`` is the one generated type that is not negative: the clip's own audio plus
+its off-screen donor's at ``mixture_snr_db`` (own over donor). Its sounding object still
+sounds, so its correct mask is the original one; it asks whether a robust model drops
+true positives when a distracting sound is present.
 
 Each function returns float samples in the exact :class:`AudioFormat` of the
 positive clip being replaced, so a loader cannot tell negatives apart by
@@ -32,6 +37,7 @@ class NegativeSettings:
     noise_colour: str = "white"
     noise_level_dbfs: float = -30.0
     silence_dither_dbfs: float | None = None
+    mixture_snr_db: float = 0.0
 
     @classmethod
     def from_config(cls, config: dict) -> NegativeSettings:
@@ -43,6 +49,7 @@ class NegativeSettings:
             noise_colour=str(section["noise_colour"]),
             noise_level_dbfs=float(section["noise_level_dbfs"]),
             silence_dither_dbfs=None if dither is None else float(dither),
+            mixture_snr_db=float(section["mixture_snr_db"]),
         )
 
     def relevant(self, negtype: str) -> dict:
@@ -51,6 +58,7 @@ class NegativeSettings:
             "silence": ("seed", "silence_dither_dbfs"),
             "noise": ("seed", "noise_colour", "noise_level_dbfs"),
             "offscreen": (),
+            "mixture": ("mixture_snr_db",),
         }[negtype]
         return {k: getattr(self, k) for k in keys}
 
@@ -126,6 +134,39 @@ def make_offscreen(donor: str | Path, fmt: AudioFormat) -> np.ndarray:
     return conform(samples, rate, fmt)
 
 
+def power(samples: np.ndarray) -> float:
+    """Mean square over every sample and channel (float64)."""
+    return float(np.mean(np.square(samples, dtype=np.float64))) if samples.size else 0.0
+
+
+def make_mixture(
+    positive: str | Path,
+    donor: str | Path,
+    fmt: AudioFormat,
+    snr_db: float = NegativeSettings.mixture_snr_db,
+) -> np.ndarray:
+    """The positive clip's audio plus the donor's, scaled to ``snr_db`` = 10 log10(P_own /
+    P_donor) (powers over the whole clip, all channels).
+
+    When the sum would exceed full scale, both parts are scaled down by one gain (the
+    SNR stays; nothing clips). A silent own clip or donor has no SNR: the result is the
+    own audio unchanged (a silent donor adds nothing; over a silent clip any level of the
+    donor would be arbitrary).
+    """
+    own_raw, own_rate = read_wav(positive)
+    own = conform(own_raw, own_rate, fmt).astype(np.float64)
+    other = make_offscreen(donor, fmt).astype(np.float64)
+    p_own, p_other = power(own), power(other)
+    if p_own == 0.0 or p_other == 0.0:
+        return own
+    mix = own + other * np.sqrt(p_own / (p_other * 10.0 ** (snr_db / 10.0)))
+    peak = float(np.abs(mix).max())
+    limit = full_scale(fmt.subtype)
+    if peak > limit:
+        mix = mix * (limit / peak)
+    return mix
+
+
 def generate_negative(
     settings: NegativeSettings,
     dataset: str,
@@ -139,7 +180,8 @@ def generate_negative(
     """Write one negative clip for ``video``, formatted like its ``positive`` WAV.
 
     The random stream depends only on (seed, dataset, split, video, negtype), so
-    this file comes out byte-identical whenever and wherever it is regenerated.
+    this file comes out byte-identical whenever and wherever it is regenerated
+    (``offscreen`` and ``mixture`` draw nothing: their donor comes from the plan).
     """
     fmt = audio_format(positive)
     rng = item_rng(settings.seed, dataset, split, video, negtype)
@@ -151,6 +193,10 @@ def generate_negative(
         if donor is None:
             raise ValueError(f"{dataset}/{split}/{video}: offscreen audio needs a donor")
         samples = make_offscreen(donor, fmt)
+    elif negtype == "mixture":
+        if donor is None:
+            raise ValueError(f"{dataset}/{split}/{video}: mixture audio needs a donor")
+        samples = make_mixture(positive, donor, fmt, settings.mixture_snr_db)
     else:
         raise ValueError(f"unknown negative type {negtype!r}")
     write_wav(out, samples, fmt)

@@ -13,6 +13,13 @@ out of the off-screen condition, and ``fallback`` does what the published
 generator does, a random other clip of the same split as donor, flagged
 ``fallback = 1`` in the plan. A clip without AVSS groups (its id is missing
 from the metadata) is a metadata error under ``fail`` and ``fallback`` alike.
+
+An optional ``veto(target, donor)`` avoids further donors where it can. Real AVSBench
+gets none (the published rules above, nothing more); the embedded synthetic benchmark
+knows which silent objects each clip shows and vetoes donors that sound like one of them
+(:func:`avsrobust.synthetic.visible_object_veto`): the empty target would be wrong. The
+veto only redraws: a clip whose every legal donor is vetoed (a split of two or three
+clips) keeps the donor the published rules give it, so it never makes a clip unplannable.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +48,9 @@ PLAN_COLUMNS = (
     "donor_groups",
     "fallback",
 )
+
+#: ``veto(target, donor)`` -> True when ``donor`` may not give ``target`` its off-screen sound.
+Veto = Callable[[Clip, Clip], bool]
 
 #: problems() reason of a clip whose id has no AVSS groups (not a donor shortage).
 NO_GROUPS = "no sounding-object groups (id missing from AVSS metadata?)"
@@ -108,7 +119,11 @@ def _plan_error(where: str, issues: dict[str, str], hint: str) -> PlanError:
 
 
 def plan_donors(
-    clips: list[Clip], seed: int, policy: str = "fail", where: str = "offscreen plan"
+    clips: list[Clip],
+    seed: int,
+    policy: str = "fail",
+    where: str = "offscreen plan",
+    veto: Veto | None = None,
 ) -> tuple[list[PlanRow], dict[str, str]]:
     """Pick a donor for each clip; return (rows, video -> reason for each problem clip).
 
@@ -116,7 +131,8 @@ def plan_donors(
     clip; under ``skip`` those clips are left out; under ``fallback`` each clip
     without a legal donor gets a random other clip of its split, drawn from its
     own stream (``..., "offscreen", "fallback"``), and its row is flagged. The
-    reasons are returned under ``skip`` and ``fallback`` (for the log).
+    reasons are returned under ``skip`` and ``fallback`` (for the log). ``veto``: see
+    the module docstring (None: the published rules only; a fallback donor ignores it).
     """
     _check_policy(policy)
     issues = problems(clips)
@@ -166,7 +182,13 @@ def plan_donors(
             )
         candidates = pools[pool_key]
         rng = item_rng(seed, clip.dataset, clip.split, clip.video, "offscreen", "donor")
-        rows.append(PlanRow(clip, candidates[int(rng.integers(len(candidates)))]))
+        donor = candidates[int(rng.integers(len(candidates)))]
+        # a vetoed draw is redrawn from the same stream while an unvetoed legal donor
+        # exists: every clip whose first draw passes keeps the published rules' donor
+        if veto is not None and veto(clip, donor) and not all(veto(clip, d) for d in candidates):
+            while veto(clip, donor):
+                donor = candidates[int(rng.integers(len(candidates)))]
+        rows.append(PlanRow(clip, donor))
     return rows, issues
 
 

@@ -2,7 +2,8 @@
 
 Each figure answers one question of the benchmark:
 ``fpr_by_type``: does the model still segment something when nothing sounds?
-``g_metrics``: what does robustness cost (or gain) under the original audio?
+``g_metrics``: what does robustness cost (or gain) under the original audio, and under
+the mixture (own sound plus a distracting off-screen one), where the mask must stay?
 ``qualitative``: what do the masks look like, same frame, every audio condition?
 
 Matplotlib with the Agg backend (no display), files written atomically with
@@ -23,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from .atomic import atomic_path  # noqa: E402
 from .frame_cache import FrameCache  # noqa: E402
+from .layout import is_negative  # noqa: E402
 from .predictions import Predictions  # noqa: E402
 
 _GT = np.array([0.1, 1.0, 0.2])  # ground-truth outline
@@ -51,7 +53,9 @@ def _datasets(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def fpr_by_type(rows: Sequence[Mapping[str, Any]], negatives: Sequence[str], path: str | Path):
-    """One panel per dataset: FPR of every negative type, one bar per experiment."""
+    """One panel per dataset: FPR of every negative type, one bar per experiment
+    (``negatives``: the configured generated types; positive-kind ones have no FPR)."""
+    negatives = [t for t in negatives if is_negative(t)]
     datasets = _datasets(rows)
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
     for ax, ds in zip(axes[0], datasets, strict=True):
@@ -73,10 +77,19 @@ def fpr_by_type(rows: Sequence[Mapping[str, Any]], negatives: Sequence[str], pat
 
 
 def g_metrics(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
-    """One panel per dataset: mIoU, F (positive audio) and G-mIoU, G-F, one bar per experiment."""
-    keys = (("miou", "mIoU"), ("fscore", "F"), ("g_miou", "G-mIoU"), ("g_f", "G-F"))
+    """One panel per dataset: mIoU, F (positive audio), mIoU and F under the mixture when
+    scored, and G-mIoU, G-F, one bar per experiment."""
+    mixture = any(r.get("miou_mixture") is not None for r in rows)
+    keys = (
+        ("miou", "mIoU"),
+        ("fscore", "F"),
+        *((("miou_mixture", "mIoU mix"), ("fscore_mixture", "F mix")) if mixture else ()),
+        ("g_miou", "G-mIoU"),
+        ("g_f", "G-F"),
+    )
     datasets = _datasets(rows)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
+    width = 4.5 + 1.2 * mixture
+    fig, axes = plt.subplots(1, len(datasets), figsize=(width * len(datasets), 3.6), squeeze=False)
     for ax, ds in zip(axes[0], datasets, strict=True):
         series = {
             r["experiment"]: ([r.get(k) for k, _ in keys], [r.get(f"{k}_std") for k, _ in keys])
@@ -84,7 +97,7 @@ def g_metrics(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
             if r["dataset"] == ds
         }
         _grouped_bars(ax, [h for _, h in keys], series)
-        ax.set_title(f"{ds.upper()}: positive audio and G-metrics")
+        ax.set_title(f"{ds.upper()}: positive audio{', mixture' if mixture else ''}, G-metrics")
         ax.set_ylim(0, 1)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -152,7 +165,8 @@ def qualitative(
                 probs = None
                 if preds is not None and video in preds.videos:
                     probs = np.asarray(preds.probs[preds.videos.index(video), frame])
-                axes[r, c].imshow(_overlay(img, probs, gt if cond == "positive" else None))
+                # the outline where it is the right answer (positive, mixture)
+                axes[r, c].imshow(_overlay(img, probs, None if is_negative(cond) else gt))
                 if probs is None:
                     axes[r, c].text(
                         0.5, 0.5, "no audio", ha="center", transform=axes[r, c].transAxes

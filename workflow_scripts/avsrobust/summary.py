@@ -6,6 +6,12 @@ its own G-mIoU and G-F from its own positive and negative scores
 (:func:`avsrobust.stats.g_metrics`), and only then are runs averaged. The
 spread is the sample standard deviation over runs (``ddof=1``); it is empty
 with a single run.
+
+``negatives`` everywhere here is the configured list of generated conditions: the
+negative types get FPR columns and enter the G-metrics; a positive-kind one
+(``mixture``, :data:`avsrobust.layout.CONDITION_KIND`) gets ``miou_<type>`` and
+``fscore_<type>`` columns, scored against the original masks, and stays out of the
+G-metrics (they keep the paper's definition).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 
 from .atomic import atomic_write_text
 from .errors import InputError
+from .layout import DONOR_TYPES, is_negative
 from .stats import METRICS_VERSION, g_metrics, mean_std
 
 #: Columns of the Markdown table: (key, header); per-type FPR columns are inserted.
@@ -38,6 +45,9 @@ DEFINITIONS = {
     "nonempty_<type>": "share of frames with any predicted foreground under that negative audio",
     "visual_bias_<type>": "mIoU of the negative-audio predictions against the original masks "
     "(high = the model segments the visible object although it is silent)",
+    "miou_<type>": "mIoU under a positive-kind generated audio (mixture: the clip's own audio "
+    "plus its off-screen donor's at negative_audio.mixture_snr_db) against the original masks",
+    "fscore_<type>": "F-score (as fscore) under that audio against the original masks",
     "fpr_mean": "mean of the per-type FPRs",
     "g_miou": "sqrt(mIoU * (1 - FPR mean)), per run, then averaged",
     "g_f": "sqrt(F * (1 - FPR mean)), per run, then averaged",
@@ -74,6 +84,16 @@ def load_summary(path: str | Path) -> dict[str, Any]:
     return _load_json(path, "summary", ("negatives", "rows"))
 
 
+def _negative(types: Sequence[str]) -> list[str]:
+    """The negative types of ``types`` (FPR columns, G-metrics)."""
+    return [t for t in types if is_negative(t)]
+
+
+def _mixed(types: Sequence[str]) -> list[str]:
+    """The positive-kind generated types of ``types`` (mIoU and F columns)."""
+    return [t for t in types if not is_negative(t)]
+
+
 def run_row(scores: Mapping[str, Mapping[str, Any]], negatives: Sequence[str]) -> dict[str, Any]:
     """One run's flat row from its per-condition scores (``condition -> scores``)."""
     pos = scores["positive"]
@@ -83,14 +103,17 @@ def run_row(scores: Mapping[str, Mapping[str, Any]], negatives: Sequence[str]) -
         "fscore_dataset": pos.get("fscore_dataset"),
     }
     fprs: dict[str, float] = {}
-    for t in negatives:
+    for t in _mixed(negatives):
+        row[f"miou_{t}"] = scores[t].get("miou")
+        row[f"fscore_{t}"] = scores[t].get("fscore")
+    for t in _negative(negatives):
         s = scores[t]
         row[f"fpr_{t}"] = s.get("fpr")
         row[f"nonempty_{t}"] = s.get("nonempty_rate")
         row[f"visual_bias_{t}"] = s.get("visual_bias_miou")
         if s.get("fpr") is not None:
             fprs[t] = s["fpr"]
-    if row["miou"] is not None and fprs and len(fprs) == len(negatives):
+    if row["miou"] is not None and fprs and len(fprs) == len(_negative(negatives)):
         g = g_metrics(row["miou"], row["fscore"], fprs)
         row.update(fpr_mean=g["fpr_negative"], g_miou=g["g_miou"], g_f=g["g_f"])
     else:
@@ -136,7 +159,8 @@ def experiment_row(
     out["videos_split"] = videos_split
     for c in ("positive", *negatives):
         out[f"videos_{c}"] = docs[c]["runs"][names[0]].get("n_videos")
-    out["offscreen_fallback"] = offscreen_fallback if "offscreen" in negatives else None
+    donors = any(t in DONOR_TYPES for t in negatives)
+    out["offscreen_fallback"] = offscreen_fallback if donors else None
     out["per_run"] = rows
     return out
 
@@ -166,7 +190,7 @@ def coverage_text(rows: Sequence[Mapping[str, Any]], negatives: Sequence[str]) -
                 if n is None:
                     continue
                 part = f"{cond} {n}" + ("" if total is None else f" of {total}")
-                if cond == "offscreen" and c["offscreen_fallback"]:
+                if cond in DONOR_TYPES and c["offscreen_fallback"]:
                     part += f" ({c['offscreen_fallback']} with a fallback donor)"
                 parts.append(part)
             who = ds if len(seen) == 1 else f"{ds}/{experiment}"
@@ -176,7 +200,9 @@ def coverage_text(rows: Sequence[Mapping[str, Any]], negatives: Sequence[str]) -
 
 def metric_keys(negatives: Sequence[str]) -> list[str]:
     keys = ["miou", "fscore", "fscore_dataset"]
-    for t in negatives:
+    for t in _mixed(negatives):
+        keys += [f"miou_{t}", f"fscore_{t}"]
+    for t in _negative(negatives):
         keys += [f"fpr_{t}", f"nonempty_{t}", f"visual_bias_{t}"]
     return keys + ["fpr_mean", "g_miou", "g_f"]
 
@@ -206,7 +232,12 @@ def markdown_text(
 ) -> str:
     """The table people read: mean ± std over runs, arrows say which way is better; then
     how many videos each condition scored."""
-    cols = [*MAIN_COLUMNS, *((f"fpr_{t}", f"FPR {t}") for t in negatives), *G_COLUMNS]
+    cols = [
+        *MAIN_COLUMNS,
+        *((f"{k}_{t}", f"{h} {t}") for t in _mixed(negatives) for k, h in MAIN_COLUMNS),
+        *((f"fpr_{t}", f"FPR {t}") for t in _negative(negatives)),
+        *G_COLUMNS,
+    ]
     arrow = {k: (" ↓" if k.startswith("fpr") else " ↑") for k, _ in cols}
     head = ["dataset", "experiment", "runs", *(h + arrow[k] for k, h in cols)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -221,6 +252,14 @@ def markdown_text(
         "G-mIoU = sqrt(mIoU x (1 - mean FPR)), G-F likewise, per run. "
         "Values: mean ± sample std over runs (seeds).",
     ]
+    if _mixed(negatives):
+        lines += [
+            "",
+            "mIoU and F mixture: under the clip's own audio plus its off-screen donor's "
+            "(negative_audio.mixture_snr_db), against the original masks: the sounding object "
+            "still sounds, so a robust model should keep its mask (higher is better; not part "
+            "of the G-metrics).",
+        ]
     batches = sorted({r["avsbench_batch_videos"] for r in rows if r.get("avsbench_batch_videos")})
     if batches:
         lines += [

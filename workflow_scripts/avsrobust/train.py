@@ -44,7 +44,7 @@ from tqdm import tqdm
 from .atomic import atomic_write_text
 from .cuda_graphs import GraphedTrainStep
 from .data import AVSDataset, RobustSampler, build_loader
-from .layout import CONDITIONS
+from .layout import CONDITIONS, is_negative
 from .metrics import FPRMeter, IoUMeter
 from .models import build_model
 from .optim import build_optimizer
@@ -283,7 +283,8 @@ def _train(
 
     sampler = RobustSampler(train_ds, c["negative_ratios"], seed=c["seed"])
     loader = build_loader(train_ds, sampler, c["batch_size"], c["workers"], dev, seed=c["seed"])
-    negatives = tuple(cond for cond in val_ds.conditions if cond != "positive")
+    # validation scores positives and the negative types (mixture is not a selection criterion)
+    negatives = tuple(cond for cond in val_ds.conditions if is_negative(cond))
     val_items = [it for cond in ("positive", *negatives) for it in val_ds.items(cond)]
     val_loader = build_loader(val_ds, val_items, c["batch_size"], c["workers"], dev, c["seed"])
     conditions = tuple(cond for cond in CONDITIONS if cond in train_ds.conditions)

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigError
-from .layout import NEGATIVE_TYPES
+from .layout import GENERATED_TYPES
 from .losses import LOSS_DEFAULTS, loss_weights
 
 #: config/schema.yaml's ``training`` defaults (plus ``seed`` and ``negative_ratios``, which
@@ -39,7 +39,7 @@ from .losses import LOSS_DEFAULTS, loss_weights
 #: checks they agree. The key order is that of every saved config.
 TRAIN_DEFAULTS: dict[str, Any] = {
     "seed": 0,
-    "epochs": 20,
+    "epochs": 12,
     "batch_size": 4,
     "lr": 0.002,
     "optimizer": "adamw",
@@ -103,9 +103,9 @@ def resolve_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("training.cuda_graphs and training.compile cannot both be true")
     need("negative_ratios", isinstance(c["negative_ratios"], dict), "a mapping type -> ratio")
     for neg, ratio in c["negative_ratios"].items():
-        if neg not in NEGATIVE_TYPES:
+        if neg not in GENERATED_TYPES:
             raise ConfigError(
-                f"training.negative_ratios: unknown negative type {neg!r}; use {NEGATIVE_TYPES}"
+                f"training.negative_ratios: unknown audio type {neg!r}; use {GENERATED_TYPES}"
             )
         if not (is_num(ratio) and 0 <= ratio <= 1):
             raise ConfigError(

@@ -48,15 +48,19 @@ def negative_job(
 ) -> None:
     """Write one ``negtype`` clip named by the rule's wildcards (data, split, item).
 
-    ``plan``: the off-screen plan TSV, which an ``offscreen`` clip takes its donor from.
+    ``plan``: the off-screen plan TSV, which an ``offscreen`` or ``mixture`` clip takes its
+    donor from (layout.DONOR_TYPES).
     ``declared_donor`` is the donor WAV the DAG declared as the job's input: it
     must be the plan's donor, or the job would read a file Snakemake does not
     watch.
     """
     dataset = layout.DATASET_OF_DATA_DIR[wildcards.data]
     split, item = wildcards.split, wildcards.item
-    if (negtype == "offscreen") != (plan is not None):
-        raise ValueError(f"{negtype} clip {item}: an off-screen clip, and only one, needs a plan")
+    if (negtype in layout.DONOR_TYPES) != (plan is not None):
+        raise ValueError(
+            f"{negtype} clip {item}: {' and '.join(layout.DONOR_TYPES)} clips, and only they, "
+            "need a plan"
+        )
     category, _, video = item.rpartition("/")
     clip = layout.Clip(dataset, split, video, category, frozenset())
     positive = layout.positive_wav(data_root, clip)

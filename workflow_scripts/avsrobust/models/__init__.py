@@ -36,7 +36,9 @@ Models (``build_model(cfg)``):
     convs (strides 4/8/16), a log-mel statistics MLP (64-d), FiLM audio modulation
     at every stage and a TPAVI block at the coarsest one. FiLM scales features
     multiplicatively, so the model can switch a visible object off when its
-    audio is silent -- the robustness property this project studies.
+    audio is silent; with ``match`` (default) a per-location audio-visual match map
+    gates the mask, so it can also leave the frame empty when the sound comes from
+    nothing visible (off-screen) -- the robustness properties this project studies.
 
 Published checkpoints convert to this project's format with :mod:`.published`
 (``workflow_scripts/import_checkpoint.py``).
@@ -122,7 +124,7 @@ def _validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
     flags = {
         "tpavi": ("classifier", "freeze_audio"),
         "avsegformer": ("robust", "freeze_audio"),
-        "small": ("classifier", "freeze_audio", "attention"),
+        "small": ("classifier", "freeze_audio", "attention", "match"),
     }[name]
     for key in flags:
         need(key, isinstance(out[key], bool), "true or false")
@@ -184,7 +186,8 @@ def build_model(cfg: Mapping[str, Any], *, load_pretrained: bool = True) -> nn.M
     (path, "" = random init) and ``*_sha256`` (full digest or >= 8-hex prefix), read only when
     ``load_pretrained`` (a checkpoint being loaded has its weights already);
     small: ``channels``, ``widths`` (3 stage widths), ``audio_dim``, ``attention``,
-    ``classifier``.
+    ``classifier``, ``match`` (per-location audio-visual match gating the mask, see
+    :mod:`.small`).
     Unknown names or keys raise :class:`~avsrobust.errors.ConfigError` (a ValueError).
     """
     c = _validate(cfg)
@@ -197,6 +200,7 @@ def build_model(cfg: Mapping[str, Any], *, load_pretrained: bool = True) -> nn.M
             classifier=c["classifier"],
             freeze_audio=c["freeze_audio"],
             num_frames=c["num_frames"],
+            match=c["match"],
         )
     cls = TPAVIModel if c["name"] == "tpavi" else AVSegFormer
     # their config keys are their constructors' argument names
