@@ -53,7 +53,7 @@ if (
     logger.warning("conda not found: dry-run without creating or checking conda envs")
     workflow.deployment_settings.deployment_method.discard(DeploymentMethod.CONDA)
 
-from avsrobust import active_run, layout, snakemake_scheduling  # noqa: E402
+from avsrobust import active_run, layout, snakemake_dag, snakemake_scheduling  # noqa: E402
 from avsrobust.shutdown import forward_sigterm  # noqa: E402
 from avsrobust.checkpoint_formats import PUBLISHED_FORMATS  # noqa: E402
 from avsrobust.errors import InputError  # noqa: E402
@@ -123,6 +123,10 @@ CACHE_PARTS = {"frames": FRAMES_FILE, "masks": MASKS_FILE, "index": INDEX_FILE}
 # Thousands of per-clip jobs are ready at once: without this Snakemake stats all their inputs
 # and starts a timer thread on every scheduling pass (avsrobust/snakemake_scheduling.py).
 snakemake_scheduling.install()
+# ~16,000 jobs: without this every job asks inspect.signature again, the garbage collector
+# rescans the growing DAG thousands of times, and exit waits for one more full collection
+# (avsrobust/snakemake_dag.py).
+snakemake_dag.install()
 
 SYNTHETIC = not config["avsbench_root"]
 DATA_ROOT = "results/synthetic_avsbench" if SYNTHETIC else config["avsbench_root"]
