@@ -70,7 +70,8 @@ rule negative_audio:
 rule offscreen_audio:
     """One off-screen clip per (dataset, split, video): its planned donor's audio.
 
-    In-process like negative_audio.
+    In-process like negative_audio. mixture_audio is this rule with its own
+    output and params.
     """
     input:
         positive=POSITIVE_PATTERN,
@@ -83,6 +84,11 @@ rule offscreen_audio:
     log:
         "logs/robust/{data}/audio_wav_offscreen/{split}/{item}.log",
     threads: 0
+    params:
+        negtype="offscreen",
+        # The settings that shape these clips (none for off-screen: the plan does),
+        # recorded so that a change reruns exactly them.
+        settings=NEG_SETTINGS.relevant("offscreen"),
     run:
         from avsrobust.workflow_jobs import negative_job
 
@@ -90,7 +96,7 @@ rule offscreen_audio:
             NEG_SETTINGS,
             DATA_ROOT,
             wildcards,
-            "offscreen",
+            params.negtype,
             output.wav,
             log[0],
             plan=input.plan,
@@ -98,35 +104,17 @@ rule offscreen_audio:
         )
 
 
-rule mixture_audio:
-    """One mixture clip per (dataset, split, video): its own audio plus its planned
-    off-screen donor's at negative_audio.mixture_snr_db (the correct mask stays the
-    original one). In-process like negative_audio.
-    """
-    input:
-        positive=POSITIVE_PATTERN,
-        plan=offscreen_plan_of,
-        donor=[] if SYNTHETIC else offscreen_donor_wav,
+use rule offscreen_audio as mixture_audio with:
     output:
         wav="results/robust/{data}/audio_wav_mixture/{split}/{item}.wav",
     log:
         "logs/robust/{data}/audio_wav_mixture/{split}/{item}.log",
-    threads: 0
     params:
+        # One mixture clip per (dataset, split, video): its own audio plus its planned
+        # off-screen donor's at negative_audio.mixture_snr_db (the correct mask stays
+        # the original one).
+        negtype="mixture",
         settings=NEG_SETTINGS.relevant("mixture"),
-    run:
-        from avsrobust.workflow_jobs import negative_job
-
-        negative_job(
-            NegativeSettings(**params.settings),
-            DATA_ROOT,
-            wildcards,
-            "mixture",
-            output.wav,
-            log[0],
-            plan=input.plan,
-            declared_donor=input.donor or None,
-        )
 
 
 rule split_manifest:
