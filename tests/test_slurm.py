@@ -19,8 +19,6 @@ import pytest
 import yaml
 from test_workflow import job_counts, sha_tree
 
-from avsrobust.layout import GENERATED_TYPES
-
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(REPO / ".venv" / "bin" / "snakemake")
 CLUSTER = REPO / "tests" / "slurm" / "slurm_local.sh"
@@ -39,6 +37,8 @@ SLURM_TINY = {
     },
 }
 VIDEOS = 6
+#: the audio types the run generates: config/config.yaml's (SLURM_TINY keeps them)
+NEGATIVES = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["negatives"]
 #: rules that run inside the main Snakemake process (localrules), never on SLURM
 LOCAL_RULES = {"all", "offscreen_plan", "negative_audio", "offscreen_audio", "mixture_audio"}
 #: rules that ask for a GPU: features (features.gpus), train and evaluate (default 1 each);
@@ -135,8 +135,12 @@ def test_slurm_run_gives_the_same_audio_as_a_local_run(slurm_run, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert sha_tree(work / "results/robust") == sha_tree(local / "results/robust")
-    # silence, noise, offscreen and mixture per video
-    assert len(list((work / "results/robust").rglob("*.wav"))) == len(GENERATED_TYPES) * VIDEOS
+    # one clip per video and configured type (silence, noise, offscreen, mixture)
+    wavs = list((work / "results/robust").rglob("*.wav"))
+    assert len(wavs) == len(NEGATIVES) * VIDEOS
+    assert {w.relative_to(work / "results/robust").parts[2] for w in wavs} == {
+        f"audio_wav_{t}" for t in NEGATIVES
+    }
     assert (work / "results/summary/summary.tsv").read_text() == (
         local / "results/summary/summary.tsv"
     ).read_text()  # trained and scored on SLURM (on CPU): same numbers as locally
