@@ -84,7 +84,7 @@ SAMPLES = {
 
 
 def _value(t: torch.Tensor) -> float:
-    return float(t.reshape(-1)[0]) if t.numel() else float("nan")
+    return float(t.detach().reshape(-1)[0]) if t.numel() else float("nan")
 
 
 def test_facts_cover_every_format() -> None:
