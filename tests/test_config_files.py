@@ -245,6 +245,7 @@ def test_avsbench_yaml_holds_both_published_recipes():
             c = training_config(config, ds, exp, 0)
             assert c["model"]["name"] == "tpavi", (ds, exp)
             assert (c["optimizer"], c["lr"], c["weight_decay"]) == ("adam", 0.0001, 0.0), (ds, exp)
+            assert c["lr_schedule"] == "constant", (ds, exp)  # the small model's cosine is not
             assert c["batch_size"] == 4, (ds, exp)
             assert c["image_size"] == 224 and c["epochs"] == epochs, (ds, exp)
             assert c["loss"]["iou_weight"] == 0.0 and c["loss"]["av_weight"] == av, (ds, exp)

@@ -5,12 +5,12 @@ The default run trains the small model for three seeds per dataset and experimen
 in, and the other clips' audio in each batch as off-screen sound). On the test split,
 means over the seeds: the baseline keeps segmenting under every negative audio; the robust
 model leaves (almost) every frame empty under silence and noise at a positive-audio mIoU and
-F within 0.05 of the baseline's, and lowers the off-screen false positives. The off-screen
-goal of issue 14 (FPR <= 0.5 x the baseline's, masks on <= 30% of the frames) is asserted
-too, as an expected failure until the model meets it: measured 2026-12-02, S4 0.050 vs
-<= 0.046 and 48% of frames, MS3 0.056 vs <= 0.038 and 57% (README "Results on the embedded
-default"). The full run takes ~27 minutes on the shared 2-core build machine (~10 minutes
-of CPU on 2 idle cores).
+F within 0.05 of the baseline's, and under off-screen sound at most half the baseline's false
+positives (issue 14; measured 2026-12-02: S4 0.034 vs 0.092, MS3 0.037 vs 0.086). The other
+half of that goal, masks on <= 30% of the off-screen frames, is asserted too, as an expected
+failure until the model meets it: measured S4 32%, MS3 45% (README "Results on the embedded
+default"). The full run takes 8-11 minutes on the shared 2-core build machine (~11 minutes
+of CPU).
 """
 
 from __future__ import annotations
@@ -61,23 +61,22 @@ def test_baseline_segments_under_negative_audio_and_robust_does_not(default_summ
         # ... the robust model leaves (almost) every frame empty
         assert robust[f"nonempty_{neg}"] <= 0.1, robust
         assert robust[f"fpr_{neg}"] <= 0.005, robust
-    # off-screen sound (the sound is real but comes from nothing in view): fewer false
-    # positives and fewer painted frames (measured: S4 0.54x and 48%, MS3 0.74x and 57%)
-    assert robust["fpr_offscreen"] <= 0.9 * base["fpr_offscreen"], (base, robust)
-    assert robust["nonempty_offscreen"] <= 0.8, robust
+    # off-screen sound (the sound is real but comes from nothing in view): at most half the
+    # baseline's false positives (issue 14; measured: S4 0.37x, MS3 0.43x) and far fewer
+    # painted frames (measured: S4 32%, MS3 45% +- 17% over seeds; the baseline 93-100%)
+    assert robust["fpr_offscreen"] <= 0.5 * base["fpr_offscreen"], (base, robust)
+    assert robust["nonempty_offscreen"] <= 0.7, robust
     assert robust["fpr_mean"] <= 0.5 * base["fpr_mean"]
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14's off-screen goal is not met yet: robust off-screen FPR S4 0.050 (goal "
-    "<= 0.046), MS3 0.056 (<= 0.038); non-empty frames S4 48%, MS3 57% (<= 30%)",
+    reason="issue 14's off-screen goal is half met: robust off-screen FPR <= 0.5 x the "
+    "baseline's holds, but masks stay on S4 32%, MS3 45% of the off-screen frames (<= 30%)",
 )
 @pytest.mark.parametrize("dataset", ["s4", "ms3"])
-def test_robust_meets_the_offscreen_goal(default_summary, dataset):
-    base = default_summary[(dataset, "baseline")]
+def test_robust_leaves_most_offscreen_frames_empty(default_summary, dataset):
     robust = default_summary[(dataset, "robust")]
-    assert robust["fpr_offscreen"] <= 0.5 * base["fpr_offscreen"], (base, robust)
     assert robust["nonempty_offscreen"] <= 0.3, robust
 
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from avsrobust.losses import cross_match_loss, match_loss, total_loss
+from avsrobust.losses import cross_gate_loss, cross_match_loss, match_loss, total_loss
 from avsrobust.models.small import and_logits
 
 torch.set_num_threads(1)
@@ -77,6 +77,49 @@ def test_cross_match_loss_skips_clips_that_sound_alike():
     assert float(cross_match_loss(cross, torch.ones(10), _audio([7, 40])).detach()) > 0
 
 
+def test_cross_gate_loss_trains_the_best_matching_cell_of_the_same_pairs():
+    b, t = 3, 5
+    cross = torch.randn(b * t, b, 2, 2, requires_grad=True)
+    sounding = torch.tensor([1.0] * 10 + [0.0] * 5)
+    loss = cross_gate_loss(cross, sounding, _audio([3, 30, 50]))
+    loss.backward()
+    used = torch.zeros(b * t, b, dtype=torch.bool)
+    used[:5, 1] = used[5:10, 0] = True
+    # the pair logit is the gate's statistic, the cross map's maximum: only that cell learns
+    best = cross.detach().flatten(2).argmax(2)
+    onehot = torch.nn.functional.one_hot(best, 4).bool()
+    grad = cross.grad.flatten(2)
+    assert (grad[used][onehot[used]] > 0).all()
+    assert (grad[used][~onehot[used]] == 0).all() and (grad[~used] == 0).all()
+    want = torch.nn.functional.softplus(cross.detach().flatten(2).amax(2)[used]).mean()
+    assert torch.allclose(loss.detach(), want, atol=1e-6)
+    same = cross_gate_loss(cross, torch.ones(10 + 5), _audio([7, 7, 7]))  # alike: no pair
+    assert float(same.detach()) == 0.0
+
+
+def test_total_loss_adds_the_cross_gate_term_by_its_weight():
+    torch.manual_seed(0)
+    cross = torch.randn(10, 2, 2, 2)
+    out = {
+        "logits": torch.randn(10, 1, 8, 8),
+        "match": cross[torch.arange(10), torch.arange(10) // 5][:, None],
+        "match_cross": cross,
+        "av_pairs": [],
+    }
+    batch = {
+        "masks": torch.zeros(10, 1, 8, 8),
+        "mask_valid": torch.ones(10, dtype=torch.bool),
+        "sounding": torch.ones(10),
+        "audio": _audio([3, 30]),
+    }
+    off, parts_off = total_loss(out, batch, {"loss": {}})
+    on, parts_on = total_loss(out, batch, {"loss": {"cross_gate_weight": 0.4}})
+    assert float(parts_off["cross_gate"]) == 0.0  # off by default
+    term = cross_gate_loss(cross, batch["sounding"], batch["audio"])
+    assert float(term) > 0 and torch.isclose(parts_on["cross_gate"], term)
+    assert torch.isclose(on - off, 0.4 * term, atol=1e-6)
+
+
 def test_total_loss_trains_the_gate_not_the_segmenter_on_silent_frames():
     torch.manual_seed(0)
     seg = torch.randn(10, 1, 8, 8, requires_grad=True)
@@ -96,7 +139,7 @@ def test_total_loss_trains_the_gate_not_the_segmenter_on_silent_frames():
         "audio": _audio([3, 30]),
     }
     loss, parts = total_loss(out, batch, {"loss": {}})
-    assert set(parts) == {"total", "bce", "iou", "av", "sounding", "match", "cross"}
+    assert set(parts) == {"total", "bce", "iou", "av", "sounding", "match", "cross", "cross_gate"}
     loss.backward()
     assert (seg.grad[:5].abs().sum((1, 2, 3)) > 0).all()  # positives shape the mask
     assert torch.equal(seg.grad[5:], torch.zeros_like(seg.grad[5:]))  # negatives do not

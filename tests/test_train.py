@@ -32,6 +32,7 @@ CFG = {
     "epochs": 3,
     "batch_size": 2,
     "lr": 0.01,
+    "lr_schedule": "constant",  # the resume tests change epochs; cosine has its own test
     "optimizer": "adamw",
     "weight_decay": 0.0001,
     "negative_ratios": {"silence": 0.5, "noise": 0.25},
@@ -167,7 +168,7 @@ def test_sounding_and_total_loss_parts(data):
     assert x["frames"].shape == (10, 3, S, S) and x["sounding"].tolist() == [1.0] * 5 + [0.0] * 5
     out = build_model(SMALL)(x["frames"], x["audio"])
     loss, parts = total_loss(out, x, CFG)
-    assert set(parts) == {"total", "bce", "iou", "av", "sounding", "match", "cross"}
+    assert set(parts) == {"total", "bce", "iou", "av", "sounding", "match", "cross", "cross_gate"}
     assert all(float(parts[k]) > 0 for k in ("total", "bce", "iou", "av", "sounding", "match"))
     assert float(parts["cross"]) == 0.0  # cross_weight defaults to 0
     assert torch.allclose(parts["sounding"], sounding_loss(out["sounding"], x["sounding"]).detach())
@@ -338,6 +339,39 @@ def test_a_half_committed_best_is_settled_on_resume(data, tmp_path):
         cfg, train_ds, val_ds, tmp_path / "stray" / "out", ckpts.dir, "cpu", False, said.append
     )
     assert summary["start_epoch"] == 1 and not ckpts.dir.exists()
+
+
+def test_cosine_schedule_sets_each_epochs_rate_and_resumes_exactly(data, tmp_path):
+    """lr_schedule: cosine decays the rate epoch by epoch (a function of the epoch alone, so
+    a preempted run resumes at the rate the uninterrupted one had)."""
+    from avsrobust.optim import COSINE_FLOOR, epoch_lr
+
+    ref, ref_out, _ = run(data, tmp_path, "cos", lr_schedule="cosine")
+    with open(ref_out / "metrics.tsv", encoding="utf-8") as handle:
+        lrs = [float(r["lr"]) for r in csv.DictReader(handle, delimiter="\t")]
+    decay = [
+        COSINE_FLOOR + (1 - COSINE_FLOOR) * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)
+    ]
+    assert lrs == pytest.approx([CFG["lr"] * d for d in decay], rel=1e-12)
+    assert lrs[0] > lrs[1] > lrs[2] > COSINE_FLOOR * CFG["lr"]
+    assert epoch_lr({**CFG, "lr_schedule": "constant"}, 2) == CFG["lr"]
+    # the weights differ from a constant-rate run's, and a resumed run reaches the same
+    _, const_out, _ = run(data, tmp_path, "const", lr_schedule="constant")
+    assert not torch.equal(
+        weights(ref_out / "final.pt")["film.0.weight"],
+        weights(const_out / "final.pt")["film.0.weight"],
+    )
+    with pytest.raises(Preempted):
+        run(data, tmp_path, "cos_pre", lr_schedule="cosine", on_batch=preempt_at(2))
+    run(data, tmp_path, "cos_pre", lr_schedule="cosine")
+    assert_same_weights(tmp_path / "cos_pre" / "out" / "final.pt", ref_out / "final.pt")
+    # more epochs change the rates of the epochs done: a longer run starts afresh
+    with pytest.raises(Preempted):
+        run(data, tmp_path, "cos_longer", lr_schedule="cosine", on_batch=preempt_at(1))
+    longer, _, _ = run(data, tmp_path, "cos_longer", lr_schedule="cosine", epochs=4)
+    assert longer["start_epoch"] == 0
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        run(data, tmp_path, "bad", lr_schedule="step")
 
 
 def test_baseline_trains_on_positives_only(data, tmp_path):

@@ -24,7 +24,8 @@ afresh.
 Resume or start afresh. :meth:`Checkpoints.restore` loads ``last.pt`` into the model, the
 optimizer and every RNG (torch, CUDA, numpy, python ``random``, the loader's generator)
 when it belongs to this run: same checkpoint version, same config except the keys that
-do not change what is computed (:data:`RESUME_FREE_KEYS`; ``epochs`` may grow), the same
+do not change what is computed (:data:`RESUME_FREE_KEYS`; ``epochs`` may grow, unless a
+learning-rate schedule depends on it), the same
 input files (:func:`input_fingerprint`: size and modification time of every file the
 datasets read, so rebuilt features or a fixed frame cache start afresh), and best weights
 that match it. Otherwise it says why, removes the stale files and the run starts afresh.
@@ -223,6 +224,9 @@ def why_not_resume(
         return f"written with a different config ({detail})"
     if int(ck["epoch"]) > c["epochs"]:
         return f"holds {ck['epoch']} epochs, more than the {c['epochs']} configured"
+    if c.get("lr_schedule", "constant") != "constant" and old.get("epochs") != c["epochs"]:
+        # the rates of the epochs done depend on the run's length (optim.epoch_lr)
+        return f"lr_schedule {c['lr_schedule']} over {old.get('epochs')} epochs, now {c['epochs']}"
     if ck.get("inputs") != inputs:
         before = {path: rest for path, *rest in ck.get("inputs") or []}
         now = {path: rest for path, *rest in inputs}

@@ -47,7 +47,7 @@ from .data import AVSDataset, RobustSampler, build_loader
 from .layout import CONDITIONS, is_negative
 from .metrics import FPRMeter, IoUMeter
 from .models import build_model
-from .optim import build_optimizer
+from .optim import build_optimizer, epoch_lr, set_lr
 from .resume import (
     Checkpoints,
     Preempted,
@@ -307,8 +307,10 @@ def _train(
     for epoch in range(start, c["epochs"]):
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
-        if _set_model_epoch(model, epoch) and step is not None:
-            # the step changed (e.g. the backbone unfroze): the captured graph is stale
+        new_lr = set_lr(opt, epoch_lr(c, epoch))
+        if (_set_model_epoch(model, epoch) or new_lr) and step is not None:
+            # the step changed (e.g. the backbone unfroze, or the scheduled learning rate,
+            # a constant of the graph): the captured graph is stale
             step = GraphedTrainStep(model, opt, c, dev)
         row = _train_epoch(
             model, opt, loader, c, dev, epoch, conditions, progress, on_batch, ckpts.last, step

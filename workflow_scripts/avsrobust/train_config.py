@@ -8,13 +8,14 @@ test checks that the two agree.
 
 Keys (``cfg``; keys not listed pass through untouched, e.g. ``dataset``, ``negatives``):
 ``seed``, ``epochs``, ``batch_size`` (videos per batch; each video is 5 frames), ``lr``,
+``lr_schedule`` (``constant`` | ``cosine``; :func:`~avsrobust.optim.epoch_lr`),
 ``optimizer`` (``adam`` | ``adamw``), ``weight_decay``, ``negative_ratios`` (``{silence: r,
 noise: r, offscreen: r}``; empty = the baseline experiment, positives only), ``workers``
 (DataLoader processes), ``model`` (for :func:`~avsrobust.models.build_model`), ``loss``
 (``iou_weight``, ``av_weight``, ``classifier_weight``; :func:`~avsrobust.losses.total_loss`),
 ``amp`` (bf16 autocast, CUDA only), ``channels_last`` (CUDA only), ``gate_with_classifier``
 (validation masks of frames the classifier calls silent are emptied; see
-:func:`~avsrobust.step.gate_logits`). Speed (none changes the maths; see
+:func:`~avsrobust.step.gate_logits`)). Speed (none changes the maths; see
 :func:`~avsrobust.runtime.determinism`, :class:`~avsrobust.cuda_graphs.GraphedTrainStep`):
 ``deterministic`` (true: deterministic kernels, cuDNN autotuning off; false: fastest kernels,
 cuDNN autotuning on), ``cuda_graphs`` (capture the whole training step as one CUDA graph and
@@ -33,6 +34,7 @@ from typing import Any
 from .errors import ConfigError
 from .layout import GENERATED_TYPES
 from .losses import LOSS_DEFAULTS, loss_weights
+from .optim import LR_SCHEDULES
 
 #: config/schema.yaml's ``training`` defaults (plus ``seed`` and ``negative_ratios``, which
 #: the workflow takes from ``training.seeds`` and the experiment); tests/test_config_files.py
@@ -42,6 +44,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 12,
     "batch_size": 4,
     "lr": 0.002,
+    "lr_schedule": "cosine",
     "optimizer": "adamw",
     "weight_decay": 0.0001,
     "negative_ratios": {},
@@ -95,6 +98,7 @@ def resolve_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     need("lr", is_num(c["lr"]) and c["lr"] > 0, "a number > 0")
     need("weight_decay", is_num(c["weight_decay"]) and c["weight_decay"] >= 0, "a number >= 0")
     need("optimizer", c["optimizer"] in ("adam", "adamw"), "'adam' or 'adamw'")
+    need("lr_schedule", c["lr_schedule"] in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}")
     for key in ("amp", "channels_last", "gate_with_classifier", "deterministic"):
         need(key, isinstance(c[key], bool), "true or false")
     for key in ("cuda_graphs", "compile"):
