@@ -69,12 +69,22 @@ def test_baseline_segments_under_negative_audio_and_robust_does_not(default_summ
     assert robust["fpr_mean"] <= 0.5 * base["fpr_mean"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14's off-screen goal is half met: robust off-screen FPR <= 0.5 x the "
-    "baseline's holds, but masks stay on S4 32%, MS3 45% of the off-screen frames (<= 30%)",
+_NOT_MET = (
+    "issue 14's off-screen goal is half met: robust off-screen FPR <= 0.5 x the baseline's "
+    "holds, but masks stay on S4 32%, MS3 45% of the off-screen frames (<= 30%)"
 )
-@pytest.mark.parametrize("dataset", ["s4", "ms3"])
+
+
+# Strict where the figure is far from the goal (MS3 45%): meeting it must turn this into an
+# assertion. S4's 32% is within what another CPU's float kernels move a 3-seed mean by, so
+# there an unexpected pass is reported (XPASS), not a failure of the suite.
+@pytest.mark.parametrize(
+    "dataset",
+    [
+        pytest.param("s4", marks=pytest.mark.xfail(strict=False, reason=_NOT_MET)),
+        pytest.param("ms3", marks=pytest.mark.xfail(strict=True, reason=_NOT_MET)),
+    ],
+)
 def test_robust_leaves_most_offscreen_frames_empty(default_summary, dataset):
     robust = default_summary[(dataset, "robust")]
     assert robust["nonempty_offscreen"] <= 0.3, robust
