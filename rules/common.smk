@@ -53,7 +53,12 @@ if (
     logger.warning("conda not found: dry-run without creating or checking conda envs")
     workflow.deployment_settings.deployment_method.discard(DeploymentMethod.CONDA)
 
-from avsrobust import active_run, layout, snakemake_dag, snakemake_scheduling  # noqa: E402
+from avsrobust import (
+    active_run,
+    layout,
+    snakemake_dag,
+    snakemake_scheduling,
+)  # noqa: E402
 from avsrobust.shutdown import forward_sigterm  # noqa: E402
 from avsrobust.checkpoint_formats import PUBLISHED_FORMATS  # noqa: E402
 from avsrobust.errors import InputError  # noqa: E402
