@@ -79,12 +79,17 @@ def snakemake_process_sources() -> list[tuple[str, str]]:
     Snakefile and rules/*.smk (parse-time imports, run: blocks)."""
     out = []
     for smk in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
-        lines = [
-            line.strip()
-            for line in smk.read_text().splitlines()
-            if re.match(r"\s*(from\s+[\w.]+\s+import\s|import\s)", line)
-        ]
-        out.append((smk.name, "\n".join(line.split("#")[0] for line in lines)))
+        statements, current = [], None
+        for line in smk.read_text().splitlines():
+            code = line.split("#")[0].strip()
+            if current is None and re.match(r"(from\s+[\w.]+\s+import[\s(]|import\s)", code):
+                current = [code]
+            elif current is not None:  # a parenthesised import continues (snakefmt's wrap)
+                current.append(code)
+            if current is not None and "".join(current).count("(") == "".join(current).count(")"):
+                statements.append(" ".join(current))
+                current = None
+        out.append((smk.name, "\n".join(statements)))
     return out
 
 

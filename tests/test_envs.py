@@ -7,7 +7,14 @@ import re
 from pathlib import Path
 
 import yaml
-from import_closure import closure, distribution_of, env_pip, rule_closures, rules
+from import_closure import (
+    closure,
+    distribution_of,
+    env_pip,
+    rule_closures,
+    rules,
+    snakemake_process_sources,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([A-Za-z0-9_.+\-]+)$")
@@ -107,3 +114,12 @@ def test_closure_follows_package_and_function_level_imports():
     assert {"avsrobust.models.tpavi", "avsrobust.errors", "avsrobust.weights"} <= models.modules
     assert {"torch", "torchvision"} <= models.third_party
     assert distribution_of("PIL") == "pillow" and distribution_of("yaml") == "pyyaml"
+
+
+def test_snakemakes_process_closure_reads_wrapped_imports():
+    """snakefmt wraps a long import in parentheses over several lines (common.smk's
+    ``from avsrobust import (...)``): every name in it is part of the closure."""
+    sources = dict(snakemake_process_sources())
+    modules = closure(sources["common.smk"]).modules
+    for name in ("active_run", "layout", "snakemake_dag", "snakemake_scheduling"):
+        assert f"avsrobust.{name}" in modules, sorted(modules)
