@@ -38,19 +38,21 @@ from typing import Any
 GC_THRESHOLDS = (20000, 20, 20)
 
 _params: dict[Callable[..., Any], Mapping[str, inspect.Parameter]] = {}
+#: snakemake.common.FUNC_OVERWRITE_PARAMS_ATTR, read by install() (not imported per call:
+#: _get_function_params runs for every callable of every job)
+_OVERWRITE_ATTR = ""
 _installed = False
 
 
 def _get_function_params(func: Callable[..., Any]) -> Mapping[str, Any]:
     """``snakemake.common.get_function_params``, each function's signature computed once.
 
-    Keeps a reference to every function asked about (the rules' input functions and
-    resource callables: a few dozen), so an ``id`` is never reused for another function.
+    The cache holds each function asked about (the rules' input functions and resource
+    callables: a few dozen per rule), keyed by the function itself, so it never answers for
+    a function that has gone.
     """
-    from snakemake.common import FUNC_OVERWRITE_PARAMS_ATTR
-
-    if hasattr(func, FUNC_OVERWRITE_PARAMS_ATTR):
-        return getattr(func, FUNC_OVERWRITE_PARAMS_ATTR)
+    if hasattr(func, _OVERWRITE_ATTR):
+        return getattr(func, _OVERWRITE_ATTR)
     try:
         return _params[func]
     except KeyError:
@@ -63,7 +65,7 @@ def _get_function_params(func: Callable[..., Any]) -> Mapping[str, Any]:
 def install() -> bool:
     """Apply the three changes (idempotent); False when this Snakemake is not the one they
     fit (then nothing is changed)."""
-    global _installed
+    global _installed, _OVERWRITE_ATTR
     try:
         import snakemake
         import snakemake.common as common
@@ -82,6 +84,7 @@ def install() -> bool:
             or getattr(rules, "get_function_params", None) is not original
         ):
             return False
+        _OVERWRITE_ATTR = common.FUNC_OVERWRITE_PARAMS_ATTR
         # Both names are looked up at call time: snakemake.common's own (used by
         # get_input_function_aux_params) and the one rules.py imported.
         common.get_function_params = _get_function_params
