@@ -45,7 +45,7 @@ def epoch_lr(c: Mapping[str, Any], epoch: int) -> float:
     :data:`COSINE_FLOOR`: ``lr`` in the first epoch, just above ``f * lr`` in the last.
     """
     lr = float(c["lr"])
-    schedule = c.get("lr_schedule", "constant")
+    schedule = c["lr_schedule"]
     if schedule == "constant":
         return lr
     if schedule != "cosine":

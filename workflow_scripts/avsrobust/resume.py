@@ -224,7 +224,7 @@ def why_not_resume(
         return f"written with a different config ({detail})"
     if int(ck["epoch"]) > c["epochs"]:
         return f"holds {ck['epoch']} epochs, more than the {c['epochs']} configured"
-    if c.get("lr_schedule", "constant") != "constant" and old.get("epochs") != c["epochs"]:
+    if c["lr_schedule"] != "constant" and old.get("epochs") != c["epochs"]:
         # the rates of the epochs done depend on the run's length (optim.epoch_lr)
         return f"lr_schedule {c['lr_schedule']} over {old.get('epochs')} epochs, now {c['epochs']}"
     if ck.get("inputs") != inputs:

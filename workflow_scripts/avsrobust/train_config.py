@@ -15,7 +15,7 @@ noise: r, offscreen: r}``; empty = the baseline experiment, positives only), ``w
 (``iou_weight``, ``av_weight``, ``classifier_weight``; :func:`~avsrobust.losses.total_loss`),
 ``amp`` (bf16 autocast, CUDA only), ``channels_last`` (CUDA only), ``gate_with_classifier``
 (validation masks of frames the classifier calls silent are emptied; see
-:func:`~avsrobust.step.gate_logits`)). Speed (none changes the maths; see
+:func:`~avsrobust.step.gate_logits`). Speed (none changes the maths; see
 :func:`~avsrobust.runtime.determinism`, :class:`~avsrobust.cuda_graphs.GraphedTrainStep`):
 ``deterministic`` (true: deterministic kernels, cuDNN autotuning off; false: fastest kernels,
 cuDNN autotuning on), ``cuda_graphs`` (capture the whole training step as one CUDA graph and
