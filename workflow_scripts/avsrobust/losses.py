@@ -214,7 +214,8 @@ CROSS_MAX_CORR = 0.5
 
 def _cross_pairs(cross: Tensor, sounding: Tensor, audio: Tensor, max_corr: float) -> Tensor:
     """Bool ``[N, B]``: in-batch pairs (sounding frame i, another sounding video j) whose
-    time-averaged, mean-removed log-mel spectra correlate below ``max_corr``."""
+    time-averaged, mean-removed log-mel spectra correlate below ``max_corr``. Both pair
+    losses take them as ``pairs`` (:func:`total_loss` selects them once for both)."""
     n, b = cross.shape[:2]
     t = n // b
     dev = cross.device
@@ -235,7 +236,12 @@ def _pairs_bce(pair: Tensor, sel: Tensor) -> Tensor:
 
 
 def cross_match_loss(
-    cross: Tensor, sounding: Tensor, audio: Tensor, max_corr: float = CROSS_MAX_CORR
+    cross: Tensor,
+    sounding: Tensor,
+    audio: Tensor,
+    max_corr: float = CROSS_MAX_CORR,
+    *,
+    pairs: Tensor | None = None,
 ) -> Tensor:
     """In-batch mismatched pairs: where a frame's own sound comes from, another's does not.
 
@@ -262,11 +268,18 @@ def cross_match_loss(
     weight = torch.sigmoid(own.detach()).flatten(1)
     weight = weight / weight.sum(1, keepdim=True).clamp_min(1e-6)
     pair = torch.einsum("njk,nk->nj", logits.flatten(2), weight)  # [N, B]
-    return _pairs_bce(pair, _cross_pairs(cross, sounding, audio, max_corr))
+    if pairs is None:
+        pairs = _cross_pairs(cross, sounding, audio, max_corr)
+    return _pairs_bce(pair, pairs)
 
 
 def cross_gate_loss(
-    cross: Tensor, sounding: Tensor, audio: Tensor, max_corr: float = CROSS_MAX_CORR
+    cross: Tensor,
+    sounding: Tensor,
+    audio: Tensor,
+    max_corr: float = CROSS_MAX_CORR,
+    *,
+    pairs: Tensor | None = None,
 ) -> Tensor:
     """The in-batch pairs of :func:`cross_match_loss` at the level of the gate: the maximum
     of ``cross[i, j]`` over the whole frame (what the model's gate computes: "does any
@@ -282,7 +295,9 @@ def cross_gate_loss(
     positives too -- hence a weight below 1 (README "Results on the embedded default").
     """
     pair = cross.float().flatten(2).amax(2)  # [N, B]
-    return _pairs_bce(pair, _cross_pairs(cross, sounding, audio, max_corr))
+    if pairs is None:
+        pairs = _cross_pairs(cross, sounding, audio, max_corr)
+    return _pairs_bce(pair, pairs)
 
 
 def sounding_loss(logits: Tensor, sounding: Tensor) -> Tensor:
@@ -382,14 +397,17 @@ def total_loss(
     if out.get("match") is not None and w["match_weight"] > 0:
         match = match_loss(out["match"], masks, valid)
         loss = loss + w["match_weight"] * match
-    cross = _zero(logits)
-    if out.get("match_cross") is not None and w["cross_weight"] > 0:
-        cross = cross_match_loss(out["match_cross"], batch["sounding"], batch["audio"])
-        loss = loss + w["cross_weight"] * cross
-    cross_gate = _zero(logits)
-    if out.get("match_cross") is not None and w["cross_gate_weight"] > 0:
-        cross_gate = cross_gate_loss(out["match_cross"], batch["sounding"], batch["audio"])
-        loss = loss + w["cross_gate_weight"] * cross_gate
+    cross, cross_gate = _zero(logits), _zero(logits)
+    mc = out.get("match_cross")
+    if mc is not None and (w["cross_weight"] > 0 or w["cross_gate_weight"] > 0):
+        # both terms score the same in-batch pairs: selected once
+        pairs = _cross_pairs(mc, batch["sounding"], batch["audio"], CROSS_MAX_CORR)
+        if w["cross_weight"] > 0:
+            cross = cross_match_loss(mc, batch["sounding"], batch["audio"], pairs=pairs)
+            loss = loss + w["cross_weight"] * cross
+        if w["cross_gate_weight"] > 0:
+            cross_gate = cross_gate_loss(mc, batch["sounding"], batch["audio"], pairs=pairs)
+            loss = loss + w["cross_gate_weight"] * cross_gate
     parts = {
         "total": loss.detach(),
         "bce": bce.detach(),
