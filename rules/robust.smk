@@ -92,8 +92,9 @@ rule offscreen_audio:
     run:
         from avsrobust.workflow_jobs import negative_job
 
+        # only the settings that shape the clip, as recorded in params (negative_audio's way)
         negative_job(
-            NEG_SETTINGS,
+            NegativeSettings(**params.settings),
             DATA_ROOT,
             wildcards,
             params.negtype,
