@@ -41,9 +41,10 @@ VIDEOS = 6
 NEGATIVES = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["negatives"]
 #: rules that run inside the main Snakemake process (localrules), never on SLURM
 LOCAL_RULES = {"all", "offscreen_plan", "negative_audio", "offscreen_audio", "mixture_audio"}
-#: rules that ask for a GPU: features (features.gpus), train and evaluate (default 1 each);
-#: one evaluate job (one allocation) per (dataset, experiment) scores every audio condition
-GPU_RULES = {"audio_features": 3 * 5, "train": 2, "evaluate": 2}
+#: rules that ask for a GPU: features (features.gpus; one job per split and condition), train
+#: and evaluate (default 1 each; one evaluate job, one allocation, per (dataset, experiment)
+#: scores every audio condition)
+GPU_RULES = {"audio_features": 3 * (1 + len(NEGATIVES)), "train": 2, "evaluate": 2}
 
 
 @pytest.fixture(scope="module")
