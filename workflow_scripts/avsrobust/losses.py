@@ -214,8 +214,8 @@ CROSS_MAX_CORR = 0.5
 
 def _cross_pairs(cross: Tensor, sounding: Tensor, audio: Tensor, max_corr: float) -> Tensor:
     """Bool ``[N, B]``: in-batch pairs (sounding frame i, another sounding video j) whose
-    time-averaged, mean-removed log-mel spectra correlate below ``max_corr``. Both pair
-    losses take them as ``pairs`` (:func:`total_loss` selects them once for both)."""
+    time-averaged, mean-removed log-mel spectra correlate below ``max_corr``
+    (:func:`total_loss` selects them once for both pair losses)."""
     n, b = cross.shape[:2]
     t = n // b
     dev = cross.device
@@ -236,12 +236,7 @@ def _pairs_bce(pair: Tensor, sel: Tensor) -> Tensor:
 
 
 def cross_match_loss(
-    cross: Tensor,
-    sounding: Tensor,
-    audio: Tensor,
-    max_corr: float = CROSS_MAX_CORR,
-    *,
-    pairs: Tensor | None = None,
+    cross: Tensor, sounding: Tensor, audio: Tensor, max_corr: float = CROSS_MAX_CORR
 ) -> Tensor:
     """In-batch mismatched pairs: where a frame's own sound comes from, another's does not.
 
@@ -260,6 +255,12 @@ def cross_match_loss(
     and 18% for every other clip's audio over the whole frame. BCE, mean over the pairs
     used (0 when there are none). Selection by ``where``: no host sync, graph-capturable.
     """
+    return _pairs_bce(_region_pair_logits(cross), _cross_pairs(cross, sounding, audio, max_corr))
+
+
+def _region_pair_logits(cross: Tensor) -> Tensor:
+    """``[N, B]``: ``cross[i, j]`` averaged over the region where frame i's own audio
+    matches (:func:`cross_match_loss`)."""
     n = cross.shape[0]
     t = n // cross.shape[1]
     dev = cross.device
@@ -267,19 +268,11 @@ def cross_match_loss(
     own = logits[torch.arange(n, device=dev), torch.arange(n, device=dev) // t]  # [N, h, w]
     weight = torch.sigmoid(own.detach()).flatten(1)
     weight = weight / weight.sum(1, keepdim=True).clamp_min(1e-6)
-    pair = torch.einsum("njk,nk->nj", logits.flatten(2), weight)  # [N, B]
-    if pairs is None:
-        pairs = _cross_pairs(cross, sounding, audio, max_corr)
-    return _pairs_bce(pair, pairs)
+    return torch.einsum("njk,nk->nj", logits.flatten(2), weight)
 
 
 def cross_gate_loss(
-    cross: Tensor,
-    sounding: Tensor,
-    audio: Tensor,
-    max_corr: float = CROSS_MAX_CORR,
-    *,
-    pairs: Tensor | None = None,
+    cross: Tensor, sounding: Tensor, audio: Tensor, max_corr: float = CROSS_MAX_CORR
 ) -> Tensor:
     """The in-batch pairs of :func:`cross_match_loss` at the level of the gate: the maximum
     of ``cross[i, j]`` over the whole frame (what the model's gate computes: "does any
@@ -294,10 +287,12 @@ def cross_gate_loss(
     whole frame, before the spectrum filter), which pushes the gate down on some true
     positives too -- hence a weight below 1 (README "Results on the embedded default").
     """
-    pair = cross.float().flatten(2).amax(2)  # [N, B]
-    if pairs is None:
-        pairs = _cross_pairs(cross, sounding, audio, max_corr)
-    return _pairs_bce(pair, pairs)
+    return _pairs_bce(_gate_pair_logits(cross), _cross_pairs(cross, sounding, audio, max_corr))
+
+
+def _gate_pair_logits(cross: Tensor) -> Tensor:
+    """``[N, B]``: the maximum of ``cross[i, j]`` over the frame (:func:`cross_gate_loss`)."""
+    return cross.float().flatten(2).amax(2)
 
 
 def sounding_loss(logits: Tensor, sounding: Tensor) -> Tensor:
@@ -402,11 +397,11 @@ def total_loss(
     if mc is not None and (w["cross_weight"] > 0 or w["cross_gate_weight"] > 0):
         # both terms score the same in-batch pairs: selected once
         pairs = _cross_pairs(mc, batch["sounding"], batch["audio"], CROSS_MAX_CORR)
-        if w["cross_weight"] > 0:
-            cross = cross_match_loss(mc, batch["sounding"], batch["audio"], pairs=pairs)
+        if w["cross_weight"] > 0:  # cross_match_loss
+            cross = _pairs_bce(_region_pair_logits(mc), pairs)
             loss = loss + w["cross_weight"] * cross
-        if w["cross_gate_weight"] > 0:
-            cross_gate = cross_gate_loss(mc, batch["sounding"], batch["audio"], pairs=pairs)
+        if w["cross_gate_weight"] > 0:  # cross_gate_loss
+            cross_gate = _pairs_bce(_gate_pair_logits(mc), pairs)
             loss = loss + w["cross_gate_weight"] * cross_gate
     parts = {
         "total": loss.detach(),
