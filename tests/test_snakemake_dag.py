@@ -6,6 +6,7 @@ import atexit
 import gc
 import inspect
 
+import pytest
 import snakemake.common as common
 import snakemake.rules as rules
 from snakemake.common import get_input_function_aux_params, overwrite_function_params
@@ -69,3 +70,121 @@ def test_an_unhashable_callable_is_answered_without_the_cache():
             return output
 
     assert list(common.get_function_params(Unhashable())) == ["wildcards", "output"]
+
+
+def _evaluators():
+    from snakemake.resources import Resource
+
+    snakemake_dag.install()
+    ours = Resource.cli_evaluator
+    assert ours._avsrobust is True
+    return ours, ours.__wrapped__
+
+
+class SizedInput(list):
+    """A job's input as resource expressions see it (``input.size_mb``)."""
+
+    def __init__(self, size_mb: float) -> None:
+        super().__init__()
+        self.size_mb = size_mb
+
+
+class MissingInput(list):
+    """An input file that is not there yet: its size cannot be known (dry-run)."""
+
+    def __init__(self) -> None:
+        super().__init__(["results/x.wav"])
+
+    @property
+    def size_mb(self) -> float:
+        raise FileNotFoundError(2, "No such file or directory", "results/x.wav")
+
+
+def test_resource_expressions_evaluate_as_snakemake_evaluates_them(monkeypatch):
+    from snakemake.common.tbdstring import TBDString
+
+    ours, theirs = _evaluators()
+    monkeypatch.setenv("AVSROBUST_TEST_MEM", "512")
+    cases = [
+        "min(max(2*input.size_mb, 1000), 8000)",  # Snakemake's default mem_mb
+        "max(2*input.size_mb, 1000)",  # disk_mb
+        "system_tmpdir",  # tmpdir
+        "  attempt * 2000",  # leading blanks, as eval() strips them
+        "threads * 100",
+        "n1-standard-4",  # a plain string (NameError): returned as given
+        "gpu:a100 x",  # not Python at all (SyntaxError): returned as given
+        "$AVSROBUST_TEST_MEM",  # environment variables are expanded first
+        "'--nice=100'",
+        "wildcards.split",
+    ]
+    wildcards = types_wildcards(split="train")
+    for size in (0.0, 900.5, 10_000.0):
+        for expr in cases:
+            for threads in (None, 4):
+                kwargs = dict(
+                    wildcards=wildcards,
+                    input=SizedInput(size),
+                    attempt=2,
+                    threads=threads,
+                    async_run=None,
+                )
+                try:
+                    expected = theirs("mem_mb", expr, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - the same error must come back
+                    expected = ("raised", type(exc).__name__)
+                try:
+                    got = ours("mem_mb", expr, **kwargs)
+                except Exception as exc:  # noqa: BLE001
+                    got = ("raised", type(exc).__name__)
+                assert got == expected, (expr, size, threads)
+    # the error paths are Snakemake's: a missing input is "to be determined" ...
+    missing = dict(wildcards=wildcards, input=MissingInput(), attempt=1, async_run=None)
+    assert isinstance(ours("mem_mb", "2*input.size_mb", **missing), TBDString)
+    # ... and a failing expression names itself, as Snakemake's error does
+    from snakemake.exceptions import WorkflowError
+
+    with pytest.raises(WorkflowError, match="1/0"):
+        ours("mem_mb", "1/0", **missing)
+
+
+def types_wildcards(**values):
+    import types
+
+    return types.SimpleNamespace(**values)
+
+
+def test_each_resource_expression_is_compiled_once(monkeypatch):
+    ours, _ = _evaluators()
+    compiled = []
+    real = compile
+    monkeypatch.setattr("builtins.compile", lambda *a, **k: compiled.append(a[0]) or real(*a, **k))
+    expr = "max(3*input.size_mb, 1234)"
+    for size in (1.0, 1000.0, 2000.0):
+        value = ours("mem_mb", expr, wildcards=None, input=SizedInput(size), attempt=1,
+                     async_run=None)  # fmt: skip
+        assert value == max(3 * size, 1234)
+    assert compiled.count(expr) <= 1
+
+
+def test_listed_file_names_are_snakemakes(tmp_path):
+    import snakemake.jobs as jobs
+    from snakemake.io import IOFile, pipe, service, temp
+
+    snakemake_dag.install()
+    ours = jobs.format_files
+    assert ours._avsrobust is True
+    theirs = ours.__wrapped__
+    files = [
+        IOFile("results/a.wav"),
+        IOFile(temp("results/tmp.npy")),
+        IOFile(pipe("results/fifo")),
+        IOFile(service("results/socket")),
+        IOFile("results/b c.wav"),
+        "a plain string",
+    ]
+    for kind in ({}, {"as_input": True}, {"as_output": True}):
+        expected = theirs(files, **kind)
+        got = ours(files, **kind)
+        assert got == expected
+        assert [type(x) for x in got] == [type(x) for x in expected]
+    assert "results/fifo (pipe)" in ours(files, as_output=True)

@@ -1,4 +1,5 @@
-"""Three costs of building and leaving a DAG of ~16,000 jobs in Snakemake's process, removed.
+"""Five costs of building, listing and leaving a DAG of ~16,000 jobs in Snakemake's process,
+removed.
 
 Found with py-spy on ``snakemake -n`` of the full-size tree (4,932 S4 + 424 MS3 videos,
 three negative types, 16,131 jobs; issue 9, README "Performance"). None changes which jobs
@@ -21,6 +22,16 @@ exist, what they read or write, or what is printed.
    the heap first (``gc.freeze``: the final collection skips it). ``atexit`` runs the hook
    before the earlier-registered ``logging.shutdown``, so logs are still flushed and
    closed; only objects already unreachable in cycles at exit are left to the OS.
+4. Resource expressions. Each job's default resources (``mem_mb``, ``disk_mb``, ``tmpdir``:
+   Python expressions given as strings) are evaluated by ``Resource.cli_evaluator``, which
+   compiles the string and rebuilds its namespace of helper functions on every call
+   (~20 us each, three per job). :func:`_cli_evaluator` compiles each expression once and
+   copies a namespace built once; anything but a clean result (a plain string such as
+   ``n1-standard-4``, a missing input, an error) is handed to Snakemake's own evaluator.
+5. File names in the job listing. ``format_files`` asks about ten flags of every file it
+   prints (storage, pipe, service, ...: ~10 us a file, 250,000 files in the full-size
+   listing). A file without any flag prints as its plain name; :func:`_format_files`
+   prints such files directly and asks Snakemake about the others.
 
 :func:`install` applies them for the pinned Snakemake (9.x, requirements.txt), and only when
 the code it replaces is the code it was written against; otherwise it changes nothing.
@@ -31,6 +42,9 @@ from __future__ import annotations
 import atexit
 import gc
 import inspect
+import os
+import shutil
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -62,14 +76,103 @@ def _get_function_params(func: Callable[..., Any]) -> Mapping[str, Any]:
         return inspect.signature(func).parameters
 
 
+_EXPRESSIONS: dict[str, Any] = {}
+#: the helper functions Snakemake puts into every resource expression's namespace
+_NAMESPACE: dict[str, Any] = {}
+
+
+def _cli_evaluator(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``Resource.cli_evaluator``, each expression compiled once (see item 4)."""
+    import tempfile
+
+    import snakemake.ioutils
+
+    snakemake.ioutils.register_in_globals(_NAMESPACE)
+    if not _NAMESPACE:
+        raise RuntimeError("snakemake.ioutils.register_in_globals registered nothing")
+
+    def cli_evaluator(
+        name: str,
+        val: str,
+        *,
+        wildcards: Any,
+        input: Any,
+        attempt: int,
+        threads: int | None = None,
+        async_run: Callable[..., Any],
+    ) -> Any:
+        def theirs() -> Any:
+            return original(
+                name,
+                val,
+                wildcards=wildcards,
+                input=input,
+                attempt=attempt,
+                threads=threads,
+                async_run=async_run,
+            )
+
+        expr = os.path.expanduser(os.path.expandvars(val))
+        try:
+            code = _EXPRESSIONS[expr]
+        except KeyError:
+            try:  # as eval() of a string: leading blanks and tabs are stripped
+                code = compile(expr.lstrip(" \t"), "<string>", "eval")
+            except SyntaxError:
+                code = None
+            _EXPRESSIONS[expr] = code
+        if code is None:
+            return theirs()
+        namespace = dict(_NAMESPACE)
+        namespace.update(
+            {
+                "wildcards": wildcards,
+                "input": input,
+                "attempt": attempt,
+                "system_tmpdir": tempfile.gettempdir(),
+                "shutil": shutil,
+                "async_run": async_run,
+                **({"threads": threads} if threads is not None else {}),
+            }
+        )
+        try:
+            return eval(code, namespace)  # noqa: S307 - Snakemake's own resource expression
+        except BaseException:  # noqa: BLE001 - Snakemake's evaluator decides what it means
+            return theirs()
+
+    cli_evaluator._avsrobust = True  # type: ignore[attr-defined]
+    cli_evaluator.__wrapped__ = original  # type: ignore[attr-defined]
+    return cli_evaluator
+
+
+def _format_files(original: Callable[..., list[str]], iofile: type) -> Callable[..., list[str]]:
+    """``snakemake.jobs.format_files``, unflagged files printed as their names (item 5)."""
+
+    def format_files(io: Any, as_input: bool = False, as_output: bool = False) -> list[str]:
+        out = []
+        for f in io:
+            if type(f) is iofile and not f.flags:
+                out.append(f"{f}")
+            else:
+                out.extend(original((f,), as_input=as_input, as_output=as_output))
+        return out
+
+    format_files._avsrobust = True  # type: ignore[attr-defined]
+    format_files.__wrapped__ = original  # type: ignore[attr-defined]
+    return format_files
+
+
 def install() -> bool:
-    """Apply the three changes (idempotent); False when this Snakemake is not the one they
+    """Apply the five changes (idempotent); False when this Snakemake is not the one they
     fit (then nothing is changed)."""
     global _installed, _OVERWRITE_ATTR
     try:
         import snakemake
         import snakemake.common as common
+        import snakemake.io.fmt  # noqa: F401 - read through sys.modules below
+        import snakemake.jobs as jobs
         import snakemake.rules as rules
+        from snakemake.resources import Resource
     except ImportError:
         return False
     if not snakemake.__version__.startswith("9."):
@@ -89,6 +192,14 @@ def install() -> bool:
         # get_input_function_aux_params) and the one rules.py imported.
         common.get_function_params = _get_function_params
         rules.get_function_params = _get_function_params
+    if not getattr(Resource.cli_evaluator, "_avsrobust", False):
+        names = Resource.cli_evaluator.__code__.co_names
+        if {"register_in_globals", "eval", "expandvars"} <= set(names):
+            Resource.cli_evaluator = staticmethod(_cli_evaluator(Resource.cli_evaluator))
+    if not getattr(jobs.format_files, "_avsrobust", False):
+        fmt = sys.modules["snakemake.io.fmt"]
+        if jobs.fmt_iofile is fmt.fmt_iofile and "_IOFile" in fmt.fmt_iofile.__code__.co_names:
+            jobs.format_files = _format_files(jobs.format_files, fmt._IOFile)
     if not _installed:
         gc.set_threshold(
             *(max(now, ours) for now, ours in zip(gc.get_threshold(), GC_THRESHOLDS, strict=True))
