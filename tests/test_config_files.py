@@ -97,14 +97,16 @@ def test_schema_fills_no_default_into_overrides():
 
 
 def test_every_training_default_has_its_type_in_the_shared_recipe():
-    """training lists the recipe keys' defaults; their types live once, in $defs/recipe."""
+    """training lists the recipe keys' defaults; their types live once, in $defs/recipe
+    (training may only narrow one with ``not``: epochs, whose null means something in an
+    override only)."""
     schema = yaml.safe_load(Path(SCHEMA).read_text())
     training = schema["properties"]["training"]["properties"]
     own = {"image_size", "seeds", "gpus", "per_dataset"}
     recipe = schema["$defs"]["recipe"]["properties"]
     assert set(training) - own == set(recipe)
     for key in set(training) - own:
-        assert set(training[key]) <= {"default", "required", "properties"}, key
+        assert set(training[key]) <= {"default", "required", "properties", "not"}, key
     assert set(training["loss"]["properties"]) == set(recipe["loss"]["properties"])
 
 
@@ -251,6 +253,52 @@ def test_avsbench_yaml_holds_both_published_recipes():
             assert c["loss"]["iou_weight"] == 0.0 and c["loss"]["av_weight"] == av, (ds, exp)
             ratios = c["negative_ratios"]
             assert (ratios == {}) == (exp == "baseline"), (ds, exp)
+
+
+def layered(*names: str, over_default: bool = True) -> dict:
+    """The config ``snakemake --configfile <names>`` runs with: each file merged key by key
+    (``update_config``) over config/config.yaml, the Snakefile's ``configfile``, then the
+    schema's checks and defaults (``over_default=False``: the files alone)."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text()) if over_default else {}
+    for name in names:
+        update_config(config, yaml.safe_load((REPO / "config" / name).read_text()))
+    return validated(config)
+
+
+#: The published files and their (S4, MS3) epochs (domain.md section 6, README "Training").
+PUBLISHED_EPOCHS = {
+    ("avsbench.yaml",): (15, 30),
+    **{
+        ("avsbench.yaml", f"recipes/{r}"): (30, 60) if r.startswith("avsegformer") else (15, 30)
+        for r in RECIPES
+    },
+}
+
+
+@pytest.mark.parametrize("files", list(PUBLISHED_EPOCHS), ids="+".join)
+def test_published_recipes_take_nothing_from_the_embedded_default(files):
+    """config/config.yaml tunes the robust experiment for the small model (more epochs,
+    best.pt by val_robust, in-batch off-screen terms); Snakemake merges every --configfile
+    over it, so those keys must not reach a published recipe's runs."""
+    merged, alone = layered(*files), layered(*files, over_default=False)
+    assert set(merged["experiments"]) == set(alone["experiments"]) == {"baseline", "robust"}
+    for exp in alone["experiments"]:
+        for dataset, epochs in zip(("s4", "ms3"), PUBLISHED_EPOCHS[files], strict=True):
+            cfg = resolve_config(training_config(merged, dataset, exp, 0))
+            assert cfg == resolve_config(training_config(alone, dataset, exp, 0)), (exp, dataset)
+            assert (cfg["epochs"], cfg["select_by"]) == (epochs, "val_miou"), (exp, dataset)
+
+
+def test_epochs_null_in_an_override_keeps_the_layers_below():
+    config = validated(
+        {
+            "training": {"epochs": 5, "per_dataset": {"ms3": {"epochs": 7}}},
+            "experiments": {"r": {"epochs": None, "per_dataset": {"s4": {"epochs": None}}}},
+        }
+    )
+    assert [training_config(config, ds, "r", 0)["epochs"] for ds in ("s4", "ms3")] == [5, 7]
+    with pytest.raises(Exception, match="epochs"):
+        validated({"training": {"epochs": None}})  # the recipe itself needs a number
 
 
 @pytest.mark.parametrize("recipe", RECIPES)

@@ -4,6 +4,7 @@ weights_only=True, exact resume (also after SIGUSR1 preemption), baseline vs rob
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import signal
@@ -15,6 +16,7 @@ import torch
 from helpers import build_dataset, cache_dir, feature_paths
 
 from avsrobust import frame_cache as FC
+from avsrobust import train as train_module
 from avsrobust.errors import ConfigError
 from avsrobust.losses import av_matching_loss, mask_loss, sounding_loss, total_loss
 from avsrobust.metadata import read_clips
@@ -22,7 +24,7 @@ from avsrobust.models import build_model
 from avsrobust.resume import Preempted, request_preemption
 from avsrobust.step import flatten_batch, gate_logits
 from avsrobust.synthetic import SyntheticConfig, generate
-from avsrobust.train import train
+from avsrobust.train import selection_score, train
 
 S = 32
 NEGATIVES = ("silence", "noise")
@@ -564,3 +566,58 @@ def test_failed_capture_falls_back_to_eager_cuda(data, monkeypatch):
     assert step.eager_steps == 4 and all(math.isfinite(v) for v in losses)
     assert losses[-1] != losses[0]  # it trained
     assert torch.randn(4, device="cuda").isfinite().all()  # the CUDA RNG still works
+
+
+# ------------------------------------------------------------------------- best epoch
+def test_selection_score_by_miou_and_by_robustness():
+    from avsrobust.train_config import resolve_config
+
+    row = {"val_miou": 0.6, "val_frames": 10, "val_nonempty_silence": 0.0}
+    row |= {"val_nonempty_noise": 0.2, "val_nonempty_offscreen": 0.7, "val_fpr_noise": 0.5}
+    assert selection_score(row, "val_miou") == 0.6
+    # (0.6 + 1 - mean(0, 0.2, 0.7)) / 2: the FPR columns and val_frames are not part of it
+    assert selection_score(row, "val_robust") == pytest.approx((0.6 + 1 - 0.3) / 2)
+    assert math.isnan(selection_score({**row, "val_miou": math.nan}, "val_robust"))
+    with pytest.raises(ConfigError, match="negative audio"):
+        selection_score({"val_miou": 0.6}, "val_robust")
+    with pytest.raises(ConfigError, match="val_miou, val_robust"):
+        selection_score(row, "val_fpr")
+    with pytest.raises(ConfigError, match="training.select_by must be one of val_miou"):
+        resolve_config({"select_by": "robust"})
+
+
+#: Scripted validation rows: epoch 2 has the best mIoU, epoch 3 the best robust score
+#: ((0.5 + 0.1) / 2, (0.7 + 0.2) / 2, (0.6 + 0.9) / 2).
+SCRIPTED = [(0.5, 0.9, 0.9), (0.7, 0.8, 0.8), (0.6, 0.0, 0.2)]
+
+
+@pytest.mark.parametrize(
+    "select_by, epoch, miou, score", [("val_miou", 2, 0.7, 0.7), ("val_robust", 3, 0.6, 0.75)]
+)
+def test_best_epoch_follows_select_by(data, tmp_path, monkeypatch, select_by, epoch, miou, score):
+    rows = iter(SCRIPTED)
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def scripted(model, *args, **kwargs):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        m, silence, noise = next(rows)
+        row = {"val_miou": m, "val_frames": 10, "val_fpr_silence": 0.1, "val_fpr_noise": 0.1}
+        return row | {"val_nonempty_silence": silence, "val_nonempty_noise": noise}
+
+    monkeypatch.setattr(train_module, "validation_scores", scripted)
+    summary, out, _ = run(data, tmp_path, select_by, select_by=select_by)
+    assert (summary["best_epoch"], summary["best_val_miou"]) == (epoch, miou)
+    assert summary["best_val_score"] == pytest.approx(score)
+    assert summary["final_val_miou"] == 0.6
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["epoch"] == epoch and best["score"] == pytest.approx(score)
+    with open(out / "metrics.tsv", newline="") as handle:
+        tsv = list(csv.DictReader(handle, delimiter="\t"))
+    expected = [m if select_by == "val_miou" else (m + 1 - (s + n) / 2) / 2 for m, s, n in SCRIPTED]
+    assert [float(r["val_score"]) for r in tsv] == pytest.approx(expected)
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["best"]["select_by"] == select_by and doc["best"]["best_epoch"] == epoch
+    assert doc["best"]["best_val_miou"] == miou
+    # best.pt holds the weights validated at that epoch
+    for key, value in weights(out / "best.pt").items():
+        assert torch.equal(value, seen[epoch - 1][key]), key

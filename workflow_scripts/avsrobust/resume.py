@@ -182,7 +182,8 @@ def cpu_state(model: nn.Module) -> dict[str, Tensor]:
 def save_model(
     path: Path, model: nn.Module, c: Mapping[str, Any], epoch: int, score: float, **extra: Any
 ) -> None:
-    """``best.pt`` / ``final.pt``: CPU weights, the run's config, epoch and val mIoU."""
+    """``best.pt`` / ``final.pt``: CPU weights, the run's config, epoch and the epoch's
+    selection score (``val_score``: the val mIoU unless ``select_by`` says otherwise)."""
     save_torch(path, {"model": cpu_state(model), "cfg": c, "epoch": epoch, "score": score, **extra})
 
 
@@ -207,7 +208,7 @@ class ResumeState:
 
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, Any] | None = None  # {"epoch", "score"} of the best val mIoU so far
+    best: dict[str, Any] | None = None  # {"epoch", "score"} of the best val_score so far
 
 
 def why_not_resume(

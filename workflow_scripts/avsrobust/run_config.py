@@ -7,9 +7,12 @@ One documented order, later wins (README "Training"):
 
 Mappings merge key by key (``loss: {av_weight: 0.5}`` keeps the other loss weights; a
 ``model`` override keeps the rest of the model's settings unless it names another model,
-which then starts from its own defaults). The config must have been validated by
-config/schema.yaml (which fills the defaults and rejects unknown keys); this module
-only combines. Torch-free: it runs in Snakemake's process when the DAG is built.
+which then starts from its own defaults). An override's ``epochs: null`` keeps the epochs
+of the layers below: Snakemake merges a ``--configfile`` over config/config.yaml key by
+key, so a file can only *undo* config.yaml's robust ``epochs`` by stating something, and
+the published recipes differ per dataset (config/avsbench.yaml). The config must have
+been validated by config/schema.yaml (which fills the defaults and rejects unknown keys);
+this module only combines. Torch-free: it runs in Snakemake's process when the DAG is built.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def training_config(
         exp.get("per_dataset", {}).get(dataset, {}),
     )
     for layer in layers:
-        cfg = merge(cfg, layer)
+        cfg = merge(cfg, {k: v for k, v in layer.items() if not (k == "epochs" and v is None)})
     negatives = list(config["negatives"])
     ratios = dict(cfg.get("negative_ratios", {}))
     dropped = sorted(set(ratios) - set(negatives))

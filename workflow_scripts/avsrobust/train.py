@@ -16,10 +16,11 @@ Outputs. ``out_dir/metrics.tsv`` (one row per completed epoch, rewritten atomica
 ``train_sounding`` (means over batches), ``val_miou`` (AVSBench mIoU over every annotated
 frame of the positive validation items), ``val_frames``, ``val_fpr_<neg>`` (mean predicted
 foreground fraction under that negative audio) and ``val_nonempty_<neg>`` for each negative
-condition of ``val_ds``, ``lr``, ``seconds``. ``out_dir/best.pt`` (best ``val_miou``) and
-``out_dir/final.pt``; while the run is unfinished, ``ckpt_dir/last.pt`` and
-``ckpt_dir/best.pt`` (everything needed to resume, removed when the run finishes; see
-:mod:`avsrobust.resume`).
+condition of ``val_ds``, ``val_score`` (the epoch's :func:`selection_score` under the
+config's ``select_by``), ``lr``, ``seconds``. ``out_dir/best.pt`` (the epoch of the best
+``val_score``; the first of equals) and ``out_dir/final.pt``; while the run is unfinished,
+``ckpt_dir/last.pt`` and ``ckpt_dir/best.pt`` (everything needed to resume, removed when
+the run finishes; see :mod:`avsrobust.resume`).
 
 Determinism. On the CPU the final weights equal (``torch.equal``) those of an uninterrupted
 run; on CUDA they do as far as the kernels are deterministic (with ``deterministic: true``,
@@ -33,7 +34,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from tqdm import tqdm
 from .atomic import atomic_write_text
 from .cuda_graphs import GraphedTrainStep
 from .data import AVSDataset, RobustSampler, build_loader
+from .errors import ConfigError
 from .layout import CONDITIONS, is_negative
 from .metrics import FPRMeter, IoUMeter
 from .models import build_model
@@ -60,7 +62,9 @@ from .resume import (
 )
 from .runtime import determinism, resolve_device
 from .step import flatten_batch, predict_logits, train_step
-from .train_config import resolve_config
+from .train_config import SELECT_BY, resolve_config
+
+_NEEDS_NEGATIVES = "select_by val_robust needs negative audio in the validation set"
 
 
 def _say(log: Callable[[str], Any] | logging.Logger | None) -> Callable[[str], Any]:
@@ -127,6 +131,41 @@ def validation_scores(
     return row
 
 
+def selection_score(row: Mapping[str, Any], select_by: str) -> float:
+    """The number an epoch is chosen by for ``best.pt`` (higher is better; NaN: never chosen).
+
+    ``val_miou``: the validation mIoU of the positives. ``val_robust``: the mean of that
+    mIoU and the share of empty predicted masks under the validation negatives (1 - the
+    mean of the ``val_nonempty_<neg>`` rates of :func:`validation_scores`). The robust
+    model's mIoU peaks at epochs whose match gate still opens on much off-screen sound,
+    so choosing by mIoU alone throws away what the negatives taught it.
+    """
+    miou = float(row["val_miou"])
+    if select_by == "val_miou":
+        return miou
+    if select_by == "val_robust":
+        rates = [float(v) for k, v in row.items() if k.startswith("val_nonempty_")]
+        if not rates:
+            raise ConfigError(_NEEDS_NEGATIVES)
+        return (miou + 1.0 - sum(rates) / len(rates)) / 2.0
+    raise ConfigError(f"select_by {select_by!r}: use one of {', '.join(SELECT_BY)}")
+
+
+def best_summary(history: Sequence[Mapping[str, Any]], best: Mapping[str, Any]) -> dict[str, Any]:
+    """``best_epoch``, ``best_val_score`` and ``best_val_miou`` (the mIoU *at* that epoch).
+
+    ``best`` is the resume state's ``{"epoch", "score"}``; the mIoU comes from the history
+    so that checkpoints written before ``select_by`` existed resume unchanged.
+    """
+    epoch = int(best["epoch"])
+    row = next((r for r in history if r.get("epoch") == epoch), {})
+    return {
+        "best_epoch": epoch,
+        "best_val_score": float(best["score"]),
+        "best_val_miou": float(row.get("val_miou", math.nan)),
+    }
+
+
 # ----------------------------------------------------------------------------- files
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
@@ -147,7 +186,11 @@ def _json_safe(v: Any) -> Any:
 def write_metrics(
     out_dir: Path, history: list[dict[str, Any]], best: dict[str, Any] | None, cfg: dict
 ) -> None:
-    """Rewrite ``metrics.tsv`` and ``metrics.json`` (atomically) from the whole history."""
+    """Rewrite ``metrics.tsv`` and ``metrics.json`` (atomically) from the whole history.
+
+    The json's ``best`` is :func:`best_summary` with the config's ``select_by`` (``null``
+    before the first epoch).
+    """
     columns: list[str] = []
     for row in history:
         columns += [k for k in row if k not in columns]
@@ -156,13 +199,17 @@ def write_metrics(
     atomic_write_text(out_dir / "metrics.tsv", "\n".join(lines) + "\n")
     doc = {
         "history": history,
-        "best": best,
+        "best": None
+        if best is None
+        else {"select_by": cfg["select_by"], **best_summary(history, best)},
         "config": cfg,
         "definitions": {
             "val_miou": "AVSBench mIoU (empty GT: 1 - predicted fg fraction) over all "
             "annotated frames of the positive validation items",
             "val_fpr_<neg>": "mean predicted-foreground pixel fraction under that negative audio",
             "val_nonempty_<neg>": "share of frames with a non-empty predicted mask",
+            "val_score": "what best.pt is chosen by (select_by): val_miou, or for val_robust "
+            "the mean of val_miou and 1 - the mean of the val_nonempty_<neg>",
             "train_*": "means over the epoch's batches",
         },
     }
@@ -238,7 +285,9 @@ def train(
 
     ``on_batch(epoch, batch_index, parts)`` is called after every optimizer step (tests,
     custom monitoring). Returns a summary: ``epochs``, ``start_epoch`` (0 unless resumed),
-    ``best_epoch``, ``best_val_miou``, ``final_val_miou``, ``history`` and the output paths.
+    ``best_epoch``, ``best_val_score`` (:func:`selection_score` at that epoch),
+    ``best_val_miou`` (the validation mIoU at that epoch), ``final_val_miou``, ``history``
+    and the output paths.
     Raises :class:`~avsrobust.resume.Preempted` on SIGTERM/SIGUSR1. Config keys:
     :mod:`avsrobust.train_config`.
     """
@@ -285,6 +334,8 @@ def _train(
     loader = build_loader(train_ds, sampler, c["batch_size"], c["workers"], dev, seed=c["seed"])
     # validation scores positives and the negative types (mixture is not a selection criterion)
     negatives = tuple(cond for cond in val_ds.conditions if is_negative(cond))
+    if c["select_by"] == "val_robust" and not negatives:
+        raise ConfigError(_NEEDS_NEGATIVES)  # before the first epoch, not after it
     val_items = [it for cond in ("positive", *negatives) for it in val_ds.items(cond)]
     val_loader = build_loader(val_ds, val_items, c["batch_size"], c["workers"], dev, c["seed"])
     conditions = tuple(cond for cond in CONDITIONS if cond in train_ds.conditions)
@@ -326,11 +377,11 @@ def _train(
                 gate=c["gate_with_classifier"],
             )
         )
+        row["val_score"] = score = selection_score(row, c["select_by"])
         row["lr"] = float(opt.param_groups[0]["lr"])
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         state.epoch = epoch + 1
-        score = float(row["val_miou"])
         improved = _improved(score, state.best)
         if improved:
             state.best = {"epoch": epoch + 1, "score": score}
@@ -339,14 +390,15 @@ def _train(
         fprs = " ".join(f"fpr_{n}={row[f'val_fpr_{n}']:.4f}" for n in negatives)
         say(
             f"epoch {epoch + 1}/{c['epochs']}: loss {row['train_loss']:.4f} "
-            f"val mIoU {score:.4f} {fprs} ({row['seconds']:.1f}s, {row['train_items']} items)"
+            f"val mIoU {row['val_miou']:.4f} score {score:.4f} {fprs} "
+            f"({row['seconds']:.1f}s, {row['train_items']} items)"
         )
         if preemption_requested():
             raise Preempted(epoch + 1, ckpts.last)
 
     # Every output again, also after a resume (Snakemake deleted the failed job's).
     final_row = history[-1] if history else {}
-    final_score = float(final_row.get("val_miou", math.nan))
+    final_score = float(final_row.get("val_score", math.nan))
     save_model(out_dir / "final.pt", model, c, c["epochs"], final_score, metrics=final_row)
     write_metrics(out_dir, history, state.best, c)
     best = state.best
@@ -357,9 +409,8 @@ def _train(
     return {
         "epochs": c["epochs"],
         "start_epoch": start,
-        "best_epoch": best["epoch"],
-        "best_val_miou": best["score"],
-        "final_val_miou": final_score,
+        **best_summary(history, best),
+        "final_val_miou": float(final_row.get("val_miou", math.nan)),
         "history": history,
         "final": str(out_dir / "final.pt"),
         "best": str(out_dir / "best.pt"),

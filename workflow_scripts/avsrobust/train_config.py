@@ -13,10 +13,12 @@ Keys (``cfg``; keys not listed pass through untouched, e.g. ``dataset``, ``negat
 noise: r, offscreen: r}``; empty = the baseline experiment, positives only), ``workers``
 (DataLoader processes), ``model`` (for :func:`~avsrobust.models.build_model`), ``loss``
 (``iou_weight``, ``av_weight``, ``classifier_weight``; :func:`~avsrobust.losses.total_loss`),
-``amp`` (bf16 autocast, CUDA only), ``channels_last`` (CUDA only), ``gate_with_classifier``
-(validation masks of frames the classifier calls silent are emptied; see
-:func:`~avsrobust.step.gate_logits`). Speed (none changes the maths; see
-:func:`~avsrobust.runtime.determinism`, :class:`~avsrobust.cuda_graphs.GraphedTrainStep`):
+``select_by`` (which epoch is ``best.pt``: one of :data:`SELECT_BY`, scored by
+:func:`~avsrobust.train.selection_score`), ``amp`` (bf16 autocast, CUDA only),
+``channels_last`` (CUDA only), ``gate_with_classifier`` (validation masks of frames the
+classifier calls silent are emptied; see :func:`~avsrobust.step.gate_logits`). Speed (none
+changes the maths; see :func:`~avsrobust.runtime.determinism`,
+:class:`~avsrobust.cuda_graphs.GraphedTrainStep`):
 ``deterministic`` (true: deterministic kernels, cuDNN autotuning off; false: fastest kernels,
 cuDNN autotuning on), ``cuda_graphs`` (capture the whole training step as one CUDA graph and
 replay it: removes the per-op CPU launch cost; CUDA only), ``compile`` (``torch.compile`` the
@@ -36,6 +38,11 @@ from .layout import GENERATED_TYPES
 from .losses import LOSS_DEFAULTS, loss_weights
 from .optim import LR_SCHEDULES
 
+#: ``select_by`` values: ``val_miou`` (best validation mIoU of the positives) or
+#: ``val_robust`` (best mean of that mIoU and the share of empty masks under the validation
+#: negatives: the positives' best epoch is often one whose gate opens on off-screen sound).
+SELECT_BY = ("val_miou", "val_robust")
+
 #: config/schema.yaml's ``training`` defaults (plus ``seed`` and ``negative_ratios``, which
 #: the workflow takes from ``training.seeds`` and the experiment); tests/test_config_files.py
 #: checks they agree. The key order is that of every saved config.
@@ -48,6 +55,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "optimizer": "adamw",
     "weight_decay": 0.0001,
     "negative_ratios": {},
+    "select_by": "val_miou",
     "workers": 0,
     "model": {"name": "small"},
     "loss": dict(LOSS_DEFAULTS),
@@ -99,6 +107,7 @@ def resolve_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     need("weight_decay", is_num(c["weight_decay"]) and c["weight_decay"] >= 0, "a number >= 0")
     need("optimizer", c["optimizer"] in ("adam", "adamw"), "'adam' or 'adamw'")
     need("lr_schedule", c["lr_schedule"] in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}")
+    need("select_by", c["select_by"] in SELECT_BY, f"one of {', '.join(SELECT_BY)}")
     for key in ("amp", "channels_last", "gate_with_classifier", "deterministic"):
         need(key, isinstance(c[key], bool), "true or false")
     for key in ("cuda_graphs", "compile"):
