@@ -188,3 +188,87 @@ def test_listed_file_names_are_snakemakes(tmp_path):
         assert got == expected
         assert [type(x) for x in got] == [type(x) for x in expected]
     assert "results/fifo (pipe)" in ours(files, as_output=True)
+
+
+def test_a_rule_without_conda_gets_no_env_and_its_params_stay_unevaluated():
+    import types
+
+    import snakemake.jobs as jobs
+
+    snakemake_dag.install()
+    spec = jobs.Job.conda_env_spec.fget
+    assert spec._avsrobust is True
+    theirs = spec.__wrapped__
+
+    class FakeJob:
+        """What conda_env_spec reads of a job; params are counted."""
+
+        def __init__(self, rule: object) -> None:
+            self.rule, self._conda_env_spec, self.evaluated = rule, None, 0
+            self.wildcards_dict, self.input = {"item": "v"}, []
+
+        @property
+        def params(self) -> dict:
+            self.evaluated += 1
+            return {"settings": 1}
+
+    # a rule without conda: (a run: rule): Snakemake's own answer is None, params or not
+    no_env = types.SimpleNamespace(_conda_env=None, _expanded_conda_env=rules._NOT_CACHED)
+    no_env.expand_conda_env = lambda *a: rules.Rule.expand_conda_env(no_env, *a)
+    job = FakeJob(no_env)
+    assert theirs(job) is None and job.evaluated == 1
+    job = FakeJob(no_env)
+    assert spec(job) is None and job.evaluated == 0
+    # a rule with conda: Snakemake's property, params included
+    calls = []
+    with_env = types.SimpleNamespace(
+        _conda_env="../envs/audio.yaml",
+        expand_conda_env=lambda w, params, i: calls.append(params) or "env-spec",
+    )
+    job = FakeJob(with_env)
+    assert spec(job) == "env-spec" and job.evaluated == 1 and calls == [{"settings": 1}]
+
+
+def test_path_checks_warn_exactly_as_snakemakes(monkeypatch):
+    import logging
+
+    import snakemake.io as io
+
+    snakemake_dag.install()
+    ours = io._IOFile.check
+    assert ours._avsrobust is True
+    theirs = ours.__wrapped__
+    warned: list[str] = []
+
+    class Recorder:
+        def warning(self, message: str) -> None:
+            warned.append(message)
+
+    monkeypatch.setattr(io, "logger", Recorder())
+    paths = [
+        "results/robust/s4_data/audio_wav_noise/train/dog/-abc_0.wav",  # the usual: no call
+        "",
+        "./results/a.wav",
+        " results/a.wav",
+        "results/a.wav ",
+        "results/a\nb.wav",
+        "results//a.wav",
+        "results/{bad-name}.wav",
+        "results/{item}.wav",
+        "s3://bucket/a.wav",
+        ".hidden/a.wav",
+    ]
+    warning_paths = 0
+    for path in paths:
+        f = io.IOFile(path)
+        warned.clear()
+        theirs(f)
+        expected = list(warned)
+        warned.clear()
+        ours(f)
+        assert warned == expected, path
+        warning_paths += bool(expected)
+    assert warning_paths >= 6  # the fast path let none of them through
+    # item 8: log records without caller frame, thread and process
+    assert logging._srcfile is None
+    assert not (logging.logThreads or logging.logProcesses or logging.logMultiprocessing)

@@ -1,4 +1,4 @@
-"""Five costs of building, listing and leaving a DAG of ~16,000 jobs in Snakemake's process,
+"""Eight costs of building, listing and leaving a DAG of ~16,000 jobs in Snakemake's process,
 removed.
 
 Found with py-spy on ``snakemake -n`` of the full-size tree (4,932 S4 + 424 MS3 videos,
@@ -32,6 +32,25 @@ exist, what they read or write, or what is printed.
    prints (storage, pipe, service, ...: ~10 us a file, 250,000 files in the full-size
    listing). A file without any flag prints as its plain name; :func:`_format_files`
    prints such files directly and asks Snakemake about the others.
+6. Params for the conda env. To collect the conda envs to create, Snakemake asks every job
+   for its env, and ``Job.conda_env_spec`` evaluates the job's params first (an env may be
+   a function of them): every per-clip job's params function, for rules that have no
+   ``conda:`` at all (``run:`` rules cannot; 4.5% of the dry-run's samples). For such a rule
+   Snakemake's answer is ``None`` whatever the params; :func:`_conda_env_spec` answers that
+   without them (a job still evaluates its params when it runs).
+7. Path checks. Every input path of every job (~120,000 at full size: the check jobs
+   declare every frame and mask) goes through ``snakemake.io.check``, which formats a
+   "rule ..., line ..." prefix and runs two regular expressions before it finds nothing to
+   warn about (3% of the samples). :func:`_check` lets through, without the call, a path
+   none of its warnings can apply to (non-empty; no ``//``, line break or brace; not
+   starting with ``./`` or a blank, not ending with a blank) and asks Snakemake about
+   every other one.
+8. Log records. Each of the ~16,000 job blocks of the listing is a log record, and
+   ``logging`` looks up the caller's frame, thread and process for each (findCaller and
+   makeRecord: 2.4% of the samples); no Snakemake log output (nor this project's job logs)
+   prints them. They are turned off with ``logging``'s documented switches
+   (``logging._srcfile``, ``logThreads``, ``logProcesses``, ``logMultiprocessing``; the
+   "Optimization" section of the Python logging HOWTO), in Snakemake's process only.
 
 :func:`install` applies them for the pinned Snakemake (9.x, requirements.txt), and only when
 the code it replaces is the code it was written against; otherwise it changes nothing.
@@ -42,6 +61,7 @@ from __future__ import annotations
 import atexit
 import gc
 import inspect
+import logging
 import os
 import shutil
 import sys
@@ -162,8 +182,45 @@ def _format_files(original: Callable[..., list[str]], iofile: type) -> Callable[
     return format_files
 
 
+def _conda_env_spec(original: property) -> property:
+    """``Job.conda_env_spec``, ``None`` without evaluating params for a rule with no
+    ``conda:`` (item 6), as ``Rule.expand_conda_env`` answers for one."""
+
+    def conda_env_spec(self: Any) -> Any:
+        if self.rule._conda_env is None:
+            return None
+        return original.fget(self)
+
+    conda_env_spec._avsrobust = True  # type: ignore[attr-defined]
+    conda_env_spec.__wrapped__ = original.fget  # type: ignore[attr-defined]
+    return property(conda_env_spec, doc=original.__doc__)
+
+
+def _check(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``_IOFile.check``: no call for a path none of the warnings can apply to (item 7)."""
+
+    def check(self: Any) -> None:
+        f = self._file
+        if (
+            isinstance(f, str)
+            and f
+            and "//" not in f
+            and "\n" not in f
+            and "{" not in f
+            and "}" not in f
+            and not f.startswith(("./", " "))
+            and not f.endswith(" ")
+        ):
+            return
+        original(self)
+
+    check._avsrobust = True  # type: ignore[attr-defined]
+    check.__wrapped__ = original  # type: ignore[attr-defined]
+    return check
+
+
 def install() -> bool:
-    """Apply the five changes (idempotent); False when this Snakemake is not the one they
+    """Apply the eight changes (idempotent); False when this Snakemake is not the one they
     fit (then nothing is changed)."""
     global _installed, _OVERWRITE_ATTR
     try:
@@ -200,7 +257,23 @@ def install() -> bool:
         fmt = sys.modules["snakemake.io.fmt"]
         if jobs.fmt_iofile is fmt.fmt_iofile and "_IOFile" in fmt.fmt_iofile.__code__.co_names:
             jobs.format_files = _format_files(jobs.format_files, fmt._IOFile)
+    spec = jobs.Job.conda_env_spec
+    if not getattr(spec.fget, "_avsrobust", False):
+        expand = rules.Rule.expand_conda_env.__code__
+        if {"expand_conda_env", "params"} <= set(spec.fget.__code__.co_names) and (
+            "_conda_env" in expand.co_names and "_expanded_conda_env" in expand.co_names
+        ):
+            jobs.Job.conda_env_spec = _conda_env_spec(spec)
+    iofile = sys.modules["snakemake.io"]._IOFile
+    if not getattr(iofile.check, "_avsrobust", False):
+        warnings = {"startswith", "endswith", "_double_slash_regex", "_illegal_wildcard_name_regex"}
+        checked = set(sys.modules["snakemake.io"].check.__code__.co_names)
+        if warnings <= checked and "check" in iofile.check.__code__.co_names:
+            iofile.check = _check(iofile.check)
     if not _installed:
+        # item 8: what Snakemake's log records need not carry
+        logging._srcfile = None
+        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
         gc.set_threshold(
             *(max(now, ours) for now, ours in zip(gc.get_threshold(), GC_THRESHOLDS, strict=True))
         )
