@@ -456,10 +456,12 @@ def main(argv: list[str] | None = None) -> int:
             work_b = out / "work_b"
             figures["ratio_workflow_over_loop"] = figures["workflow"]["seconds"] / lp["total_s"]
             figures["ratio_cpu_workflow_over_loop"] = figures["workflow"]["cpu_s"] / lp["cpu_s"]
+            loop_sums = {
+                s: _sums(loop_dir / "robust/s4" / f"{s}.manifest.tsv") for s in cfg.s4_videos
+            }
             figures["loop_and_workflow_same_bytes"] = all(
-                _sums(loop_dir / "robust/s4" / f"{s}.manifest.tsv")
-                and _sums(loop_dir / "robust/s4" / f"{s}.manifest.tsv")
-                == _sums(work_b / "results/robust/s4" / f"{s}.manifest.tsv")
+                loop_sums[s]
+                and loop_sums[s] == _sums(work_b / "results/robust/s4" / f"{s}.manifest.tsv")
                 for s in cfg.s4_videos
             )
             print(
