@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -340,14 +341,18 @@ def test_changed_noise_level_reruns_only_noise_clips(tiny_run):
 
 def test_training_outputs_of_the_default_experiments(tiny_run):
     import torch
+    from snakemake.utils import update_config, validate
 
-    # the default robust experiment sets its own epochs, per dataset too (config/config.yaml)
-    experiments = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["experiments"]
+    from avsrobust.run_config import training_config
+
+    # the config the tiny run trained with (TINY over config/config.yaml, as Snakemake merges
+    # a --configfile): the default robust experiment sets its own epochs, per dataset too
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    update_config(config, copy.deepcopy(TINY))
+    validate(config, str(REPO / "config" / "schema.yaml"))
     for dataset in ("s4", "ms3"):
         for experiment in ("baseline", "robust"):
-            exp = experiments[experiment]
-            epochs = exp.get("per_dataset", {}).get(dataset, {}).get("epochs")
-            epochs = epochs or exp.get("epochs") or TINY["training"]["epochs"]
+            epochs = training_config(config, dataset, experiment, 1)["epochs"]
             folder = tiny_run / "results/models" / dataset / experiment / "seed1"
             for name in ("final.pt", "best.pt"):
                 state = torch.load(folder / name, map_location="cpu", weights_only=True)
