@@ -264,10 +264,10 @@ def install() -> bool:
             "_conda_env" in expand.co_names and "_expanded_conda_env" in expand.co_names
         ):
             jobs.Job.conda_env_spec = _conda_env_spec(spec)
-    iofile = sys.modules["snakemake.io"]._IOFile
+    iofile = snakemake.io._IOFile
     if not getattr(iofile.check, "_avsrobust", False):
         warnings = {"startswith", "endswith", "_double_slash_regex", "_illegal_wildcard_name_regex"}
-        checked = set(sys.modules["snakemake.io"].check.__code__.co_names)
+        checked = set(snakemake.io.check.__code__.co_names)
         if warnings <= checked and "check" in iofile.check.__code__.co_names:
             iofile.check = _check(iofile.check)
     if not _installed:
