@@ -272,3 +272,182 @@ def test_path_checks_warn_exactly_as_snakemakes(monkeypatch):
     # item 8: log records without caller frame, thread and process
     assert logging._srcfile is None
     assert not (logging.logThreads or logging.logProcesses or logging.logMultiprocessing)
+
+
+def _job_block_calls(handlers, *, checkpoint=False, logger_filters=()):
+    """How often Job.log_info's block is built with these handlers on Snakemake's logger."""
+    import logging
+    from types import SimpleNamespace
+
+    import snakemake.logging as smlogging
+    from snakemake_interface_logger_plugins.common import LogEvent
+
+    built = []
+    log_info = snakemake_dag._log_info(
+        lambda job, *a, **k: built.append(job),
+        smlogging.DefaultFilter,
+        (LogEvent.JOB_INFO, LogEvent.SHELLCMD),
+    )
+    logger = smlogging.logger
+    saved = logger.handlers[:], logger.filters[:], logger.propagate
+    root = logging.getLogger()
+    saved_root = root.handlers[:]
+    try:
+        logger.handlers[:] = handlers
+        logger.filters[:] = list(logger_filters)
+        logger.propagate = True
+        root.handlers[:] = []
+        log_info(SimpleNamespace(rule=SimpleNamespace(is_checkpoint=checkpoint)))
+    finally:
+        logger.handlers[:], logger.filters[:], logger.propagate = saved
+        root.handlers[:] = saved_root
+    return len(built)
+
+
+def _handler(quiet=None, level=None, own_filter=True):
+    import logging
+    import logging.handlers
+    import queue
+
+    import snakemake.logging as smlogging
+
+    handler = logging.handlers.QueueHandler(queue.Queue())
+    if own_filter:
+        handler.addFilter(smlogging.DefaultFilter(quiet, False, False, False, True))
+    if level is not None:
+        handler.setLevel(level)
+    return handler
+
+
+def test_job_blocks_are_built_unless_every_handler_drops_them():
+    import logging
+
+    from snakemake.settings.enums import Quietness
+
+    snakemake_dag.install()
+    quiet = {Quietness.RULES}
+    assert _job_block_calls([_handler(quiet)]) == 0  # --quiet rules: console
+    assert _job_block_calls([_handler(quiet), _handler(quiet)]) == 0  # and log file
+    assert _job_block_calls([_handler(quiet), _handler(level=logging.WARNING, quiet=set())]) == 0
+    assert _job_block_calls([_handler(set())]) == 1  # not quiet: printed
+    assert _job_block_calls([_handler({Quietness.PROGRESS})]) == 1
+    # a handler without Snakemake's filter (a logger plugin's queue) still gets every block
+    assert _job_block_calls([_handler(quiet), _handler(own_filter=False)]) == 1
+    assert _job_block_calls([]) == 1  # no handler at all: Snakemake decides
+    assert _job_block_calls([_handler(quiet)], checkpoint=True) == 1
+    assert _job_block_calls([_handler(quiet)], logger_filters=[logging.Filter()]) == 1
+
+
+def test_the_record_our_probe_stands_for_is_dropped_by_snakemakes_own_filter():
+    """The probe decides for the records log_info makes: a real Job.log_info record of a
+    quiet run reaches no handler (the check is on Snakemake's record, not our probe)."""
+    import logging
+
+    import snakemake.logging as smlogging
+    from snakemake.settings.enums import Quietness
+    from snakemake_interface_logger_plugins.common import LogEvent
+
+    snakemake_dag.install()
+    flt = smlogging.DefaultFilter({Quietness.RULES}, False, False, False, True)
+    for event in (LogEvent.JOB_INFO, LogEvent.SHELLCMD):
+        record = logging.LogRecord("snakemake", logging.INFO, "", 0, "Rule: a", None, None)
+        record.event = event
+        assert not flt.filter(record)
+    done = logging.LogRecord("snakemake", logging.INFO, "", 0, "Finished", None, None)
+    done.event = LogEvent.JOB_FINISHED
+    assert flt.filter(done)  # what --quiet rules still prints
+
+
+def _iofile(path, active=False):
+    from types import SimpleNamespace
+
+    import snakemake.io as io
+
+    f = io.IOFile(str(path))
+    # what checksum() reads of the job's rule: whether Snakemake's own cache is on
+    f.rule = SimpleNamespace(
+        workflow=SimpleNamespace(iocache=SimpleNamespace(active=active, checksum={}))
+    )
+    return f
+
+
+def test_input_checksums_are_snakemakes_for_every_kind_of_path(tmp_path, monkeypatch):
+    import asyncio
+    import os
+
+    import snakemake.io as io
+
+    snakemake_dag.install()
+    monkeypatch.setattr(snakemake_dag, "RACY_SECONDS", 0.0)  # answers from the cache too
+    ours = io._IOFile.checksum
+    assert ours._avsrobust is True
+    theirs = ours.__wrapped__
+    (tmp_path / "small.wav").write_bytes(b"RIFF" + bytes(range(256)) * 10)
+    (tmp_path / "empty.tsv").write_bytes(b"")
+    (tmp_path / "big.npy").write_bytes(b"x" * 5000)
+    (tmp_path / "dir").mkdir()
+    os.mkfifo(tmp_path / "pipe")
+    for name in ("small.wav", "empty.tsv", "big.npy", "dir", "missing.wav", "pipe"):
+        path = tmp_path / name
+        for threshold in (4096, 1_000_000):
+            f = _iofile(path)
+            expected = asyncio.run(theirs(f, threshold))
+            assert asyncio.run(ours(_iofile(path), threshold)) == expected, (name, threshold)
+            assert asyncio.run(ours(_iofile(path), threshold)) == expected, (name, threshold)
+    assert asyncio.run(ours(_iofile(tmp_path / "big.npy"), 4096)) is None
+    assert asyncio.run(ours(_iofile(tmp_path / "small.wav"), 4096)).startswith("sha256:")
+
+
+def test_each_version_of_an_input_is_hashed_once(tmp_path, monkeypatch):
+    import asyncio
+    import hashlib
+    import os
+
+    import snakemake.io as io
+
+    snakemake_dag.install()
+    hashed = []
+    real = hashlib.file_digest
+
+    def counting(handle, algorithm):
+        hashed.append(handle.name)
+        return real(handle, algorithm)
+
+    monkeypatch.setattr(hashlib, "file_digest", counting)
+    checksum = io._IOFile.checksum
+    theirs = checksum.__wrapped__
+    monkeypatch.setattr(snakemake_dag, "RACY_SECONDS", 0.0)
+    plan = tmp_path / "offscreen_plan.tsv"
+    plan.write_text("video\tdonor\nabc\tdef\n")
+    first = [asyncio.run(checksum(_iofile(plan), 1_000_000)) for _ in range(5)]
+    assert len(set(first)) == 1 and len(hashed) == 1  # five jobs read it, one read to hash
+    # the same size, other bytes, the old modification time put back: the change time moved
+    mtime = os.stat(plan).st_mtime_ns
+    plan.write_text("video\tdonor\nabc\txyz\n")
+    os.utime(plan, ns=(mtime, mtime))
+    second = asyncio.run(checksum(_iofile(plan), 1_000_000))
+    assert second != first[0]
+    assert second == asyncio.run(theirs(_iofile(plan), 1_000_000))
+    # with the real margin, a file written just now keeps no checksum: a rewrite within
+    # the timestamps' resolution could look the same
+    monkeypatch.setattr(snakemake_dag, "RACY_SECONDS", 2.0)
+    fresh = tmp_path / "fresh.wav"
+    fresh.write_bytes(b"RIFF0000")
+    hashed.clear()
+    for _ in range(3):
+        asyncio.run(checksum(_iofile(fresh), 1_000_000))
+    assert len(hashed) == 3
+    # while Snakemake's own cache is on (the DAG is being built), and for an algorithm or
+    # force, Snakemake answers
+    asked = []
+
+    async def snakemakes(f, threshold=None, force=False, algorithm=None):
+        asked.append((threshold, force, algorithm))
+        return "theirs"
+
+    ours = snakemake_dag._checksum(snakemakes)
+    assert asyncio.run(ours(_iofile(plan, active=True), 1_000_000)) == "theirs"
+    assert asyncio.run(ours(_iofile(plan), force=True)) == "theirs"
+    assert asyncio.run(ours(_iofile(plan), 1_000_000, algorithm="md5")) == "theirs"
+    assert asyncio.run(ours(_iofile(plan), 1_000_000)).startswith("sha256:")
+    assert len(asked) == 3

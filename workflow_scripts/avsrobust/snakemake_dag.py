@@ -1,9 +1,10 @@
-"""Eight costs of building, listing and leaving a DAG of ~16,000 jobs in Snakemake's process,
-removed.
+"""Ten costs of building, listing, running and leaving a DAG of ~16,000 jobs in Snakemake's
+process, removed.
 
-Found with py-spy on ``snakemake -n`` of the full-size tree (4,932 S4 + 424 MS3 videos,
-three negative types, 16,131 jobs; issue 9, README "Performance"). None changes which jobs
-exist, what they read or write, or what is printed.
+Items 1-8 were found with py-spy on ``snakemake -n`` of the full-size tree (4,932 S4 + 424
+MS3 videos, three negative types, 16,131 jobs; issue 9), items 9-10 with py-spy and perf on
+Snakemake's process building S4 negative audio (issue 11; README "Performance"). None
+changes which jobs exist, what they read or write, or what is printed or recorded.
 
 1. Function signatures. For every job and every callable input, param or resource,
    Snakemake asks ``inspect.signature`` which arguments the function takes (twice per call:
@@ -51,6 +52,24 @@ exist, what they read or write, or what is printed.
    prints them. They are turned off with ``logging``'s documented switches
    (``logging._srcfile``, ``logThreads``, ``logProcesses``, ``logMultiprocessing``; the
    "Optimization" section of the Python logging HOWTO), in Snakemake's process only.
+9. Job blocks nobody prints. Before a job starts, ``Job.log_info`` builds its block (file
+   lists, reason, resources: ~0.3 ms, 11% of the main thread's GIL-holding samples when it
+   runs thousands of in-process clip jobs) and logs it; with ``--quiet rules`` every
+   handler's filter then drops it. :func:`_log_info` skips building it when every handler
+   of Snakemake's logger would drop both of its records: each handler carries Snakemake's
+   own ``DefaultFilter`` that rejects them (or a level above INFO). A handler of any other
+   kind (a logger plugin's queue, a filter of its own) gets the block as before.
+10. Input checksums. When a job finishes, Snakemake records the SHA-256 of each input under
+   1 MB in the job's metadata, reading the file again: at full size the per-dataset donor
+   plan (~375 KB) once for every off-screen clip, each positive WAV once per negative type
+   (~4 GB read and hashed). Its own cache of checksums is used only while the DAG is built.
+   :func:`_checksum` hashes each version of a file once: it keeps the checksum with the
+   file's device, inode, size, modification and change times (``os.stat``; the change time
+   moves on every write and cannot be set back) and hashes again when any of them differs.
+   As git's index does against "racy" timestamps, a file modified less than
+   :data:`RACY_SECONDS` before it was hashed is not kept (a rewrite within the
+   timestamps' resolution could leave them unchanged). Storage files, directories, pipes,
+   missing files and calls with an algorithm or ``force`` go to Snakemake's own code.
 
 :func:`install` applies them for the pinned Snakemake (9.x, requirements.txt), and only when
 the code it replaces is the code it was written against; otherwise it changes nothing.
@@ -60,11 +79,14 @@ from __future__ import annotations
 
 import atexit
 import gc
+import hashlib
 import inspect
 import logging
 import os
 import shutil
+import stat
 import sys
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -76,6 +98,10 @@ _params: dict[Callable[..., Any], Mapping[str, inspect.Parameter]] = {}
 #: _get_function_params runs for every callable of every job)
 _OVERWRITE_ATTR = ""
 _installed = False
+#: a file modified less than this long before it was hashed keeps no checksum (item 10)
+RACY_SECONDS = 2.0
+#: path -> ((device, inode, size, mtime, ctime), "sha256:<hex>") of the files hashed (item 10)
+_checksums: dict[str, tuple[tuple[int, ...], str]] = {}
 
 
 def _get_function_params(func: Callable[..., Any]) -> Mapping[str, Any]:
@@ -219,8 +245,85 @@ def _check(original: Callable[..., Any]) -> Callable[..., Any]:
     return check
 
 
+def _log_info(original: Callable[..., Any], default_filter: type, events: tuple) -> Callable:
+    """``Job.log_info``, not built when Snakemake's logger would drop it (item 9)."""
+
+    def dropped(event: Any) -> bool:
+        # as Logger.callHandlers walks them: this logger's handlers, then its parents'
+        probe = logging.LogRecord("snakemake", logging.INFO, __file__, 0, "", None, None)
+        probe.event = event
+        log = logger
+        handlers = 0
+        while log is not None:
+            if log.filters:
+                return False
+            for handler in log.handlers:
+                handlers += 1
+                if probe.levelno >= handler.level and not any(
+                    type(f) is default_filter and not f.filter(probe) for f in handler.filters
+                ):
+                    return False
+            log = log.parent if log.propagate else None
+        return handlers > 0
+
+    from snakemake.logging import logger
+
+    def log_info(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self.rule.is_checkpoint and all(dropped(e) for e in events):
+            return None
+        return original(self, *args, **kwargs)
+
+    log_info._avsrobust = True  # type: ignore[attr-defined]
+    log_info.__wrapped__ = original  # type: ignore[attr-defined]
+    return log_info
+
+
+def _checksum(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``_IOFile.checksum``, each version of a local file hashed once (item 10)."""
+
+    async def checksum(
+        self: Any, threshold: int | None = None, force: bool = False, algorithm: Any = None
+    ) -> str | None:
+        def theirs() -> Any:
+            return original(self, threshold, force, algorithm)
+
+        if (
+            force
+            or algorithm is not None
+            or threshold is None
+            or self.is_storage
+            or self.rule is None
+            or self.rule.workflow.iocache.active
+        ):
+            return await theirs()
+        path = self.file
+        try:
+            st = os.stat(path)
+        except OSError:  # missing, a broken link: Snakemake's answer (or error)
+            return await theirs()
+        if not stat.S_ISREG(st.st_mode):
+            return await theirs()
+        if st.st_size > threshold:
+            return None
+        version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        known = _checksums.get(path)
+        if known is not None and known[0] == version:
+            return known[1]
+        started = time.time_ns()
+        with open(path, "rb") as handle:
+            digest = hashlib.file_digest(handle, hashlib.sha256)
+        value = f"{digest.name}:{digest.hexdigest()}"
+        if max(st.st_mtime_ns, st.st_ctime_ns) < started - int(RACY_SECONDS * 1e9):
+            _checksums[path] = (version, value)
+        return value
+
+    checksum._avsrobust = True  # type: ignore[attr-defined]
+    checksum.__wrapped__ = original  # type: ignore[attr-defined]
+    return checksum
+
+
 def install() -> bool:
-    """Apply the eight changes (idempotent); False when this Snakemake is not the one they
+    """Apply the ten changes (idempotent); False when this Snakemake is not the one they
     fit (then nothing is changed)."""
     global _installed, _OVERWRITE_ATTR
     try:
@@ -270,6 +373,22 @@ def install() -> bool:
         checked = set(snakemake.io.check.__code__.co_names)
         if warnings <= checked and "check" in iofile.check.__code__.co_names:
             iofile.check = _check(iofile.check)
+    log_info = jobs.Job.log_info
+    if not getattr(log_info, "_avsrobust", False):
+        import snakemake.logging as smlogging
+        from snakemake_interface_logger_plugins.common import LogEvent
+
+        names = set(log_info.__code__.co_names)
+        # the events log_info logs, and the filter that maps them to Quietness.RULES
+        events = (LogEvent.JOB_INFO, LogEvent.SHELLCMD)
+        if {"JOB_INFO", "SHELLCMD", "info"} <= names and {"RULES", "JOB_INFO", "SHELLCMD"} <= (
+            set(smlogging.DefaultFilter.filter.__code__.co_names)
+        ):
+            jobs.Job.log_info = _log_info(log_info, smlogging.DefaultFilter, events)
+    if not getattr(iofile.checksum, "_avsrobust", False):
+        names = set(iofile.checksum.__code__.co_names)
+        if {"file_digest", "sha256", "iocache", "is_checksum_eligible"} <= names:
+            iofile.checksum = _checksum(iofile.checksum)
     if not _installed:
         # item 8: what Snakemake's log records need not carry
         logging._srcfile = None
