@@ -230,6 +230,43 @@ class ForeignCpu(threading.Thread):
         return sum(self.ticks.values()) / self.tick
 
 
+class Trash:
+    """Earlier runs' folders, moved aside now and deleted after the measurements.
+
+    Deleting tens of thousands of files just before a measured run slows that run's own
+    file creations: ext4 without a journal (this machine's root file system) passes over
+    the inodes freed in the last minute or more when it allocates one, and on 2026-12-03
+    a new file took 260-550 us right after such a deletion against ~25 us on a quiet file
+    system (:func:`creation_us`). The workflow creates four files a clip (the WAV, its log,
+    Snakemake's metadata record and incomplete marker), the loop one.
+    """
+
+    def __init__(self, out: Path):
+        self.dir = out / ".trash"
+
+    def clear(self, path: Path) -> None:
+        if path.exists():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            path.rename(self.dir / f"{path.name}.{time.time_ns()}")
+
+    def empty(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def creation_us(out: Path, trash: Trash, files: int = 1000) -> float:
+    """Microseconds to create one empty file in a new folder under ``out`` (the file
+    system's state of the moment: see :class:`Trash`)."""
+    probe = out / "creation_probe"
+    trash.clear(probe)
+    probe.mkdir(parents=True)
+    t0 = time.perf_counter()
+    for i in range(files):
+        os.close(os.open(probe / f"{i}.wav", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    seconds = time.perf_counter() - t0
+    trash.clear(probe)
+    return seconds / files * 1e6
+
+
 def cluster_env() -> dict[str, str]:
     """The local cluster's facts (slurm_local.sh env); exits if it is not running."""
     if subprocess.run(["bash", str(CLUSTER), "status"], capture_output=True).returncode:
@@ -255,7 +292,7 @@ def manifests_sha(work: Path, datasets: dict[str, list[str]]) -> dict[str, str]:
     }
 
 
-def slurm_vs_local(out: Path, root: Path, cfg: SyntheticConfig) -> dict:
+def slurm_vs_local(out: Path, root: Path, cfg: SyntheticConfig, trash: Trash) -> dict:
     """(d): S4+MS3 negative audio through profiles/slurm on the local cluster and locally."""
     env = cluster_env()
     jobcomp = Path(env["SLURM_LOCAL_JOBCOMP"])
@@ -265,7 +302,7 @@ def slurm_vs_local(out: Path, root: Path, cfg: SyntheticConfig) -> dict:
     runs = {}
     for name in ("local", "slurm"):
         work = out / f"work_d_{name}"
-        shutil.rmtree(work, ignore_errors=True)
+        trash.clear(work)
         work.mkdir(parents=True)
         load = os.getloadavg()[0]
         if name == "local":
@@ -392,10 +429,13 @@ def main(argv: list[str] | None = None) -> int:
         "ms3_videos": sum(cfg.ms3_videos.values()),
         "snakemake_args": args.snakemake_args.split(),
     }
+    trash = Trash(out)
+    figures["file_creation_us"] = creation_us(out, trash)
+    print(f"file creation here: {figures['file_creation_us']:.0f} us a file (see Trash)")
 
     if "a" in steps:  # dry-run of the full S4 + MS3 DAG, job listing printed
         cfg_a = write_config(out / "work_a" / "config.json", root, ["s4", "ms3"])
-        shutil.rmtree(out / "work_a" / ".snakemake", ignore_errors=True)
+        trash.clear(out / "work_a" / ".snakemake")
         load = os.getloadavg()[0]
         dry = run_snakemake(out / "work_a", cfg_a, "-n")
         figures["dry_run"] = {
@@ -411,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "b" in steps:  # the workflow, S4 negatives + features
         work_b = out / "work_b"
-        shutil.rmtree(work_b, ignore_errors=True)
+        trash.clear(work_b)
         cfg_b = write_config(out / "config_b.json", root, ["s4"])
         extra = args.snakemake_args.split()
         # The tree's frames are empty placeholders: the input checks are not asked for.
@@ -435,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "c" in steps:  # the same work as one plain loop
         loop_dir = out / "loop_c"
-        shutil.rmtree(loop_dir, ignore_errors=True)
+        trash.clear(loop_dir)
         load = os.getloadavg()[0]
         cpu0 = time.process_time()
         loop = plain_loop(root, loop_dir, args.batch_size)
@@ -471,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     if "d" in steps:
-        d = figures["slurm_vs_local"] = slurm_vs_local(out, root, cfg)
+        d = figures["slurm_vs_local"] = slurm_vs_local(out, root, cfg, trash)
         for name in ("local", "slurm"):
             r = d[name]
             print(
@@ -491,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     name += "".join("_" + a.strip("-") for a in figures["snakemake_args"])
     args.out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+    trash.empty()  # after the measurements: see Trash
     return 0
 
 

@@ -248,10 +248,16 @@ def _check(original: Callable[..., Any]) -> Callable[..., Any]:
 def _log_info(original: Callable[..., Any], default_filter: type, events: tuple) -> Callable:
     """``Job.log_info``, not built when Snakemake's logger would drop it (item 9)."""
 
-    def dropped(event: Any) -> bool:
+    def probe(event: Any) -> logging.LogRecord:
+        record = logging.LogRecord("snakemake", logging.INFO, __file__, 0, "", None, None)
+        record.event = event
+        return record
+
+    # one record per event, made once: the filters only read it
+    probes = [probe(event) for event in events]
+
+    def dropped(probe: logging.LogRecord) -> bool:
         # as Logger.callHandlers walks them: this logger's handlers, then its parents'
-        probe = logging.LogRecord("snakemake", logging.INFO, __file__, 0, "", None, None)
-        probe.event = event
         log = logger
         handlers = 0
         while log is not None:
@@ -269,7 +275,7 @@ def _log_info(original: Callable[..., Any], default_filter: type, events: tuple)
     from snakemake.logging import logger
 
     def log_info(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not self.rule.is_checkpoint and all(dropped(e) for e in events):
+        if not self.rule.is_checkpoint and all(dropped(p) for p in probes):
             return None
         return original(self, *args, **kwargs)
 
