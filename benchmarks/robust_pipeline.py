@@ -17,6 +17,8 @@ rows, v2 objects outside the MS3 vocabulary, v2 videos with several rows), then 
 and prints jobs/s, clips/s and the ratios. Targets: (a) <= 20 s, (b) < 300 s,
 (b)/(c) <= 1.5, (d) SLURM wall <= 2x local wall with <= 50 submissions, same bytes.
 Figures also go to benchmarks/out/robust_pipeline.json (one file per --steps/--scale).
+Earlier runs' folders are moved aside and deleted after the measurements, and the file
+system's time to create a file is printed with the figures (see Trash).
 """
 
 from __future__ import annotations
