@@ -280,8 +280,8 @@ def _job_block_calls(handlers, *, checkpoint=False, logger_filters=()):
     from types import SimpleNamespace
 
     import snakemake.logging as smlogging
-    from snakemake_interface_logger_plugins.common import LogEvent
 
+    LogEvent = smlogging.LogEvent
     built = []
     log_info = snakemake_dag._log_info(
         lambda job, *a, **k: built.append(job),
@@ -345,8 +345,8 @@ def test_the_record_our_probe_stands_for_is_dropped_by_snakemakes_own_filter():
 
     import snakemake.logging as smlogging
     from snakemake.settings.enums import Quietness
-    from snakemake_interface_logger_plugins.common import LogEvent
 
+    LogEvent = smlogging.LogEvent
     snakemake_dag.install()
     flt = smlogging.DefaultFilter({Quietness.RULES}, False, False, False, True)
     for event in (LogEvent.JOB_INFO, LogEvent.SHELLCMD):

@@ -382,11 +382,10 @@ def install() -> bool:
     log_info = jobs.Job.log_info
     if not getattr(log_info, "_avsrobust", False):
         import snakemake.logging as smlogging
-        from snakemake_interface_logger_plugins.common import LogEvent
 
         names = set(log_info.__code__.co_names)
         # the events log_info logs, and the filter that maps them to Quietness.RULES
-        events = (LogEvent.JOB_INFO, LogEvent.SHELLCMD)
+        events = (smlogging.LogEvent.JOB_INFO, smlogging.LogEvent.SHELLCMD)
         if {"JOB_INFO", "SHELLCMD", "info"} <= names and {"RULES", "JOB_INFO", "SHELLCMD"} <= (
             set(smlogging.DefaultFilter.filter.__code__.co_names)
         ):
