@@ -281,13 +281,8 @@ def _job_block_calls(handlers, *, checkpoint=False, logger_filters=()):
 
     import snakemake.logging as smlogging
 
-    LogEvent = smlogging.LogEvent
     built = []
-    log_info = snakemake_dag._log_info(
-        lambda job, *a, **k: built.append(job),
-        smlogging.DefaultFilter,
-        (LogEvent.JOB_INFO, LogEvent.SHELLCMD),
-    )
+    log_info = snakemake_dag._log_info(lambda job, *a, **k: built.append(job))
     logger = smlogging.logger
     saved = logger.handlers[:], logger.filters[:], logger.propagate
     root = logging.getLogger()

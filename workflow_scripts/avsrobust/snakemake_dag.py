@@ -245,16 +245,17 @@ def _check(original: Callable[..., Any]) -> Callable[..., Any]:
     return check
 
 
-def _log_info(original: Callable[..., Any], default_filter: type, events: tuple) -> Callable:
+def _log_info(original: Callable[..., Any]) -> Callable[..., Any]:
     """``Job.log_info``, not built when Snakemake's logger would drop it (item 9)."""
+    from snakemake.logging import DefaultFilter, LogEvent, logger
 
     def probe(event: Any) -> logging.LogRecord:
         record = logging.LogRecord("snakemake", logging.INFO, __file__, 0, "", None, None)
         record.event = event
         return record
 
-    # one record per event, made once: the filters only read it
-    probes = [probe(event) for event in events]
+    # the two records log_info logs, made once: the filters only read them
+    probes = [probe(LogEvent.JOB_INFO), probe(LogEvent.SHELLCMD)]
 
     def dropped(probe: logging.LogRecord) -> bool:
         # as Logger.callHandlers walks them: this logger's handlers, then its parents'
@@ -266,13 +267,11 @@ def _log_info(original: Callable[..., Any], default_filter: type, events: tuple)
             for handler in log.handlers:
                 handlers += 1
                 if probe.levelno >= handler.level and not any(
-                    type(f) is default_filter and not f.filter(probe) for f in handler.filters
+                    type(f) is DefaultFilter and not f.filter(probe) for f in handler.filters
                 ):
                     return False
             log = log.parent if log.propagate else None
         return handlers > 0
-
-    from snakemake.logging import logger
 
     def log_info(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not self.rule.is_checkpoint and all(dropped(p) for p in probes):
@@ -385,11 +384,10 @@ def install() -> bool:
 
         names = set(log_info.__code__.co_names)
         # the events log_info logs, and the filter that maps them to Quietness.RULES
-        events = (smlogging.LogEvent.JOB_INFO, smlogging.LogEvent.SHELLCMD)
         if {"JOB_INFO", "SHELLCMD", "info"} <= names and {"RULES", "JOB_INFO", "SHELLCMD"} <= (
             set(smlogging.DefaultFilter.filter.__code__.co_names)
         ):
-            jobs.Job.log_info = _log_info(log_info, smlogging.DefaultFilter, events)
+            jobs.Job.log_info = _log_info(log_info)
     if not getattr(iofile.checksum, "_avsrobust", False):
         names = set(iofile.checksum.__code__.co_names)
         if {"file_digest", "sha256", "iocache", "is_checksum_eligible"} <= names:
